@@ -1,0 +1,58 @@
+"""aiocelery: an asyncio-native distributed task queue on Redis."""
+
+from .app import App as App
+from .app import TaskDecorator as TaskDecorator
+from .args import Arg as Arg
+from .config import AMQPConfig as AMQPConfig
+from .config import Config as Config
+from .context import TaskContext as TaskContext
+from .context import current_task as current_task
+from .exceptions import AioCeleryError as AioCeleryError
+from .exceptions import ConfigError as ConfigError
+from .exceptions import EncodeError as EncodeError
+from .exceptions import NotRegistered as NotRegistered
+from .exceptions import ResultError as ResultError
+from .exceptions import ResultLost as ResultLost
+from .exceptions import ResultNotFound as ResultNotFound
+from .exceptions import ResultTimeout as ResultTimeout
+from .exceptions import SendError as SendError
+from .exceptions import TaskArgumentsError as TaskArgumentsError
+from .exceptions import TaskDead as TaskDead
+from .exceptions import TaskError as TaskError
+from .exceptions import TaskFailed as TaskFailed
+from .exceptions import TaskRevoked as TaskRevoked
+from .result import AsyncResult as AsyncResult
+from .signature import Signature as Signature
+from .task import Task as Task
+from .worker.worker import Worker as Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AMQPConfig",
+    "AioCeleryError",
+    "App",
+    "Arg",
+    "AsyncResult",
+    "Config",
+    "ConfigError",
+    "EncodeError",
+    "NotRegistered",
+    "ResultError",
+    "ResultLost",
+    "ResultNotFound",
+    "ResultTimeout",
+    "SendError",
+    "Signature",
+    "Task",
+    "TaskArgumentsError",
+    "TaskContext",
+    "TaskDead",
+    "TaskDecorator",
+    "TaskError",
+    "TaskFailed",
+    "TaskRevoked",
+    "Worker",
+    "__version__",
+    "current_task",
+]

@@ -1,0 +1,26 @@
+"""Capped, jittered exponential backoff for loops that must survive connection loss."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Delays of ``base * 2**n`` seconds with full jitter, capped at ``cap``; ``reset()`` on success."""
+
+    base: float = 0.1
+    cap: float = 5.0
+    rng: random.Random = field(default_factory=random.Random)
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        """The delay before the next try; each call counts one more failure."""
+        ceiling = min(self.cap, self.base * (2 ** min(self.failures, 30)))
+        self.failures += 1
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        """Forget past failures."""
+        self.failures = 0

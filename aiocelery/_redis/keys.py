@@ -1,0 +1,57 @@
+"""Every Redis key and channel name, built in one place.
+
+Per queue ``Q`` (one hash tag, so a queue's stream, delayed set and dead letters share a slot)::
+
+    <prefix>:{Q}:stream     STREAM  ready deliveries, one field ``id``
+    <prefix>:{Q}:delayed    ZSET    task id -> due time (ms, Redis TIME)
+    <prefix>:{Q}:dead       STREAM  dead letters
+    channel <prefix>:{Q}:wake       an earlier due time was added to ``delayed``
+
+Per task (by id alone, so ``AsyncResult(id)`` in any process finds it without knowing the queue)::
+
+    <prefix>:task:<id>      HASH    name, queue, payload, state, attempt, crashes, times, result, error
+    channel <prefix>:done:<id>      published on every terminal transition
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP = "aiocelery"
+"""The one consumer group of every queue stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key and channel names under one prefix."""
+
+    prefix: str
+
+    def stream(self, queue: str) -> str:
+        """The queue's ready stream."""
+        return f"{self.prefix}:{{{queue}}}:stream"
+
+    def delayed(self, queue: str) -> str:
+        """The queue's delayed set."""
+        return f"{self.prefix}:{{{queue}}}:delayed"
+
+    def dead(self, queue: str) -> str:
+        """The queue's dead-letter stream."""
+        return f"{self.prefix}:{{{queue}}}:dead"
+
+    def wake(self, queue: str) -> str:
+        """Channel telling promoters an earlier due time exists."""
+        return f"{self.prefix}:{{{queue}}}:wake"
+
+    def task(self, task_id: str) -> str:
+        """The task's record."""
+        return f"{self.prefix}:task:{task_id}"
+
+    def done(self, task_id: str) -> str:
+        """Channel announcing the task's terminal state."""
+        return f"{self.prefix}:done:{task_id}"
+
+    @property
+    def done_prefix(self) -> str:
+        """``done(id)`` without the id, for scripts that build it."""
+        return f"{self.prefix}:done:"

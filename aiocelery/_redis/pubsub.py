@@ -1,0 +1,165 @@
+"""One pub/sub connection per process, multiplexing every waiter (RELIABILITY.md section 4).
+
+``await hub.subscribe(channel, listener)`` returns only after Redis confirmed the subscription,
+so a caller that reads the state afterwards cannot miss a message published in between.
+A listener is called with each message's data, and with ``None`` after a reconnect (once its
+channel is subscribed again) to say "messages may have been missed: re-read".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+
+from .._backoff import Backoff
+
+Listener = Callable[[bytes | None], None]
+log = logging.getLogger("aiocelery.pubsub")
+
+
+@dataclass(eq=False, slots=True)
+class _Channel:
+    listeners: list[Listener] = field(default_factory=list)
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+    unconfirmed_subs: int = 0
+    resync: bool = False
+
+
+class PubSubHub:
+    """Owns one subscriber connection and its reader task; reconnects by itself."""
+
+    def __init__(self, url: str) -> None:
+        self._pool = aioredis.ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5.0)
+        self._channels: dict[str, _Channel] = {}
+        self._orphan_subs: dict[str, int] = {}
+        self._conn: AbstractConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    async def subscribe(self, channel: str, listener: Listener) -> None:
+        """Register ``listener`` and wait until Redis confirmed the channel's subscription."""
+        self._start()
+        ch = self._channels.get(channel)
+        if ch is None:
+            ch = self._channels[channel] = _Channel()
+            ch.listeners.append(listener)
+            ch.unconfirmed_subs += 1
+            await self._send("SUBSCRIBE", channel)
+        else:
+            ch.listeners.append(listener)
+        await ch.confirmed.wait()
+
+    async def unsubscribe(self, channel: str, listener: Listener) -> None:
+        """Remove ``listener``; the channel is unsubscribed when its last listener leaves."""
+        ch = self._channels.get(channel)
+        if ch is None or listener not in ch.listeners:
+            return
+        ch.listeners.remove(listener)
+        if ch.listeners:
+            return
+        del self._channels[channel]
+        if ch.unconfirmed_subs:
+            self._orphan_subs[channel] = self._orphan_subs.get(channel, 0) + ch.unconfirmed_subs
+        await self._send("UNSUBSCRIBE", channel)
+
+    async def close(self) -> None:
+        """Stop the reader and drop the connection."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        if self._conn is not None:
+            await self._conn.disconnect()
+            self._conn = None
+        await self._pool.disconnect()
+
+    def _start(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_forever(), name="aiocelery-pubsub")
+
+    async def _send(self, *args: str) -> None:
+        conn = self._conn
+        if conn is None:
+            return  # the reader resubscribes every channel when it connects
+        try:
+            await conn.send_command(*args, check_health=False)
+        except (ConnectionError, OSError, aioredis.RedisError) as exc:
+            log.debug("pub/sub send failed (%s); the reader reconnects and resubscribes", exc)
+
+    async def _read_forever(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self._connect()
+                backoff.reset()
+                await self._read(self._conn)
+            except (ConnectionError, OSError, aioredis.RedisError) as exc:
+                delay = backoff.next_delay()
+                log.warning("pub/sub connection lost (%s); reconnecting in %.2f s", exc, delay)
+                await self._drop()
+                await asyncio.sleep(delay)
+
+    async def _connect(self) -> None:
+        conn = self._pool.make_connection()
+        await conn.connect()
+        if self.reconnects or self._channels:
+            self._orphan_subs.clear()
+            for ch in self._channels.values():
+                ch.unconfirmed_subs = 1
+                ch.resync = True
+                ch.confirmed.clear()
+        self._conn = conn
+        self.reconnects += 1
+        if self._channels:
+            await conn.send_command("SUBSCRIBE", *self._channels, check_health=False)
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def _read(self, conn: AbstractConnection | None) -> None:
+        assert conn is not None
+        while True:
+            reply = await conn.read_response(timeout=math.inf, disable_decoding=True, push_request=True)
+            if not isinstance(reply, list) or len(reply) < 3:
+                continue
+            kind, channel = bytes(reply[0]), bytes(reply[1]).decode()
+            if kind == b"message":
+                self._deliver(channel, bytes(reply[2]))
+            elif kind == b"subscribe":
+                self._confirm(channel)
+
+    def _deliver(self, channel: str, data: bytes | None) -> None:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return
+        for listener in list(ch.listeners):
+            try:
+                listener(data)
+            except Exception:  # a listener must never stop the reader
+                log.exception("pub/sub listener for %s failed", channel)
+
+    def _confirm(self, channel: str) -> None:
+        orphans = self._orphan_subs.get(channel, 0)
+        if orphans:
+            self._orphan_subs[channel] = orphans - 1
+            return
+        ch = self._channels.get(channel)
+        if ch is None:
+            return
+        ch.unconfirmed_subs = max(0, ch.unconfirmed_subs - 1)
+        if ch.unconfirmed_subs == 0:
+            ch.confirmed.set()
+            if ch.resync:
+                ch.resync = False
+                self._deliver(channel, None)

@@ -1,0 +1,185 @@
+"""``App``: tasks, configuration, connections and sending, composed in one object (no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+import redis.asyncio as aioredis
+
+from .backends.base import ResultBackend
+from .brokers.base import Broker, Outgoing
+from .config import Config, redact_url
+from .exceptions import EncodeError, SendError
+from .message import TaskMessage
+from .registry import Registry
+from .result import AsyncResult
+from .signature import Signature
+from .task import SendOptions, Task, TaskOptions
+from .wiring import Connections, connect
+
+if TYPE_CHECKING:
+    from .worker.worker import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class App:
+    """An aiocelery application: ``App(Config(broker=...))`` (the seed's NewServer)."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        """The frozen configuration."""
+        self.registry = Registry()
+        """Registered tasks by name."""
+        self._conn: Connections | None = None
+
+    def __repr__(self) -> str:
+        return f"<App broker={redact_url(self.config.broker)} tasks={len(self.registry)}>"
+
+    # -- declaring tasks -------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, *, name: str | None = None, queue: str | None = None,
+             max_retries: int | None = None) -> TaskDecorator: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
+             max_retries: int | None = None) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., queue=...)``."""
+        options = TaskOptions(name=name, queue=queue, max_retries=max_retries)
+        decorator = TaskDecorator(self, options)
+        return decorator if fn is None else decorator(fn)
+
+    def register_tasks(self, tasks: Mapping[str, Callable[..., Any]]) -> dict[str, Task[..., Any]]:
+        """Register several functions under the given names (the seed's RegisterTasks)."""
+        return {name: self._register(fn, TaskOptions(name=name)) for name, fn in tasks.items()}
+
+    def _register(self, fn: Callable[..., Any], options: TaskOptions) -> Task[..., Any]:
+        if not callable(fn):
+            raise TypeError(f"task {options.name!r}: {fn!r} is not callable")
+        name = options.name or f"{fn.__module__}.{fn.__qualname__}"
+        task: Task[..., Any] = Task(fn, name, options, self)
+        self.registry.add(task)
+        return task
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send_task(
+        self,
+        sig: str | Signature,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        queue: str | None = None,
+        task_id: str | None = None,
+    ) -> AsyncResult[Any]:
+        """Send a task by name or Signature, even one this process has not registered (SendTask)."""
+        if isinstance(sig, Signature):
+            sig_args, sig_kwargs = sig.resolved()
+            options = SendOptions(countdown=countdown if countdown is not None else sig.countdown,
+                                  eta=eta or sig.eta, queue=queue or sig.queue, task_id=task_id or sig.task_id)
+            return await self._send(sig.name, [*sig_args, *(args or ())], {**sig_kwargs, **(kwargs or {})}, options)
+        options = SendOptions(countdown=countdown, eta=eta, queue=queue, task_id=task_id)
+        return await self._send(sig, args or (), kwargs or {}, options)
+
+    async def _send(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
+                    options: SendOptions) -> AsyncResult[Any]:
+        message = self._message(name, args, kwargs, options)
+        payload = message.encode(self.config.max_payload_bytes)
+        conn = self._connections()
+        try:
+            async with asyncio.timeout(self.config.send_timeout_s):
+                await conn.broker.publish([Outgoing(message, payload)])
+        except (TimeoutError, aioredis.RedisError, OSError) as exc:
+            raise SendError(
+                f"task {name!r} (id {message.id}) could not be sent to {redact_url(self.config.broker)}: "
+                f"{type(exc).__name__}: {exc or 'timed out'}. It may or may not have been queued; send it "
+                f"again with task_id={message.id!r} to be sure (sending is idempotent per id).",
+                task_name=name, task_id=message.id,
+            ) from exc
+        return AsyncResult(message.id, conn.backend, name)
+
+    def _message(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
+                 options: SendOptions) -> TaskMessage:
+        task_id = options.task_id or str(uuid.uuid4())
+        task = self.registry.get(name)
+        if task is not None:
+            task.check_arguments(args, kwargs, task_id)
+        queue = options.queue or (task.options.queue if task else None) or self.config.default_queue
+        eta_ms = None
+        if options.eta is not None:
+            if options.eta.tzinfo is None or options.eta.utcoffset() is None:
+                raise EncodeError(f"task {name!r} (id {task_id}): eta {options.eta!r} is naive; "
+                                  "pass an aware datetime, e.g. datetime.now(timezone.utc) + timedelta(...)")
+            eta_ms = int(options.eta.timestamp() * 1000)
+        delay_ms = max(0, int((options.countdown or 0) * 1000))
+        return TaskMessage(id=task_id, name=name, args=args, kwargs=kwargs, queue=queue,
+                           delay_ms=delay_ms, eta_ms=eta_ms)
+
+    # -- results, workers, lifecycle ---------------------------------------------------------
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's spelling
+        """A handle on a task id that came from elsewhere (another process, a database)."""
+        return AsyncResult(task_id, self._connections().backend)
+
+    @property
+    def broker(self) -> Broker:
+        """The broker this app sends to and its workers fetch from."""
+        return self._connections().broker
+
+    @property
+    def backend(self) -> ResultBackend:
+        """The result backend results are read from."""
+        return self._connections().backend
+
+    def worker(self, name: str | None = None, *, concurrency: int = 10, queues: list[str] | None = None,
+               shutdown_grace_s: float | None = None) -> Worker:
+        """A worker for this app (the seed's NewWorker): ``await w.run()`` or ``async with w:``."""
+        from .worker.worker import Worker  # runtimes sit above the app; imported on use
+
+        return Worker(self, name=name, concurrency=concurrency, queues=queues, shutdown_grace_s=shutdown_grace_s)
+
+    def _connections(self) -> Connections:
+        if self._conn is None:
+            self._conn = connect(self.config)
+        return self._conn
+
+    async def close(self) -> None:
+        """Close every connection this app opened; it reconnects if used again."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+
+class TaskDecorator:
+    """What ``@app.task(...)`` with options returns: apply it to an ``async def`` or a ``def``."""
+
+    def __init__(self, app: App, options: TaskOptions) -> None:
+        self._app = app
+        self._options = options
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any], /) -> Any:
+        return self._app._register(fn, self._options)

@@ -1,0 +1,37 @@
+"""Result backend over a ``MemoryStore``, with the Redis backend's waiting semantics."""
+
+from __future__ import annotations
+
+from ..brokers.memory import Listener, MemoryStore
+from ..records import TaskRecord
+from ._wait import wait_for_record
+
+
+class MemoryBackend:
+    """Reads records from the store; ``wait`` wakes on the store's notifications."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    async def get_record(self, task_id: str) -> TaskRecord | None:
+        """The record of ``task_id``, or None."""
+        return self.store.snapshot(task_id)
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
+        """Wait for the final record (see ``wait_for_record``)."""
+        listeners = self.store.listeners
+
+        async def subscribe(listener: Listener) -> None:
+            listeners.setdefault(task_id, []).append(listener)
+
+        async def unsubscribe(listener: Listener) -> None:
+            group = listeners.get(task_id, [])
+            if listener in group:
+                group.remove(listener)
+            if not group:
+                listeners.pop(task_id, None)
+
+        return await wait_for_record(task_id, timeout, self.get_record, subscribe, unsubscribe)
+
+    async def close(self) -> None:
+        """Nothing to close."""

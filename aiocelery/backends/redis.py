@@ -1,0 +1,62 @@
+"""Result backend on Redis: reads the task record, waits on one shared pub/sub connection."""
+
+from __future__ import annotations
+
+from ..records import ErrorInfo, TaskRecord
+from .._redis.client import Client
+from .._redis.keys import Keys
+from .._redis.pubsub import Listener, PubSubHub
+from ._wait import wait_for_record
+from ..message import decode_value
+
+_FIELDS = ("name", "queue", "state", "attempt", "result", "error", "reason", "worker",
+           "created_ms", "started_ms", "done_ms")
+
+
+class RedisBackend:
+    """Task records from the broker's Redis; ``wait`` wakes on ``<prefix>:done:<id>``."""
+
+    def __init__(self, client: Client, hub: PubSubHub, keys: Keys) -> None:
+        self._client = client
+        self._hub = hub
+        self._keys = keys
+
+    async def get_record(self, task_id: str) -> TaskRecord | None:
+        """The record of ``task_id``, or None when Redis has none."""
+        values = await self._client.hmget(self._keys.task(task_id), _FIELDS)
+        return _to_record(task_id, values)
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
+        """Wait for the final record (see ``wait_for_record``)."""
+        channel = self._keys.done(task_id)
+
+        async def subscribe(listener: Listener) -> None:
+            await self._hub.subscribe(channel, listener)
+
+        async def unsubscribe(listener: Listener) -> None:
+            await self._hub.unsubscribe(channel, listener)
+
+        return await wait_for_record(task_id, timeout, self.get_record, subscribe, unsubscribe)
+
+    async def close(self) -> None:
+        """The app closes the shared client and hub."""
+
+
+def _to_record(task_id: str, values: list[bytes | None]) -> TaskRecord | None:
+    name, queue, state, attempt, result, error, reason, worker, created, started, done = values
+    if state is None:
+        return None
+    return TaskRecord(
+        id=task_id,
+        name=(name or b"").decode(),
+        queue=(queue or b"").decode(),
+        state=state.decode(),
+        attempt=int(attempt or 0),
+        result=result or None,
+        error=ErrorInfo.from_json(decode_value(error)) if error else None,
+        reason=(reason or b"").decode(),
+        worker=(worker or b"").decode(),
+        created_ms=int(created or 0),
+        started_ms=int(started or 0),
+        done_ms=int(done or 0),
+    )

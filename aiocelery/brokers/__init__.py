@@ -1,0 +1,1 @@
+"""Brokers: where tasks wait and how workers take them (``memory`` and ``redis``)."""

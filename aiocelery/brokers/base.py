@@ -1,0 +1,77 @@
+"""The broker protocol: a small contract that the memory and Redis brokers both meet.
+
+Delivery is at-least-once: ``fetch`` hands out started attempts, and an attempt leaves the broker
+only through ``settle`` (result stored and delivery acknowledged in one atomic step) or
+``release`` (handed back untouched). A crash leaves it pending, never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.exceptions
+
+from ..message import TaskMessage
+from ..records import Delivery, Settlement
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""Errors after which a broker call may succeed if tried again (connection loss, timeouts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message with its encoded payload, ready to publish."""
+
+    message: TaskMessage
+    payload: bytes
+
+
+class Consumer(Protocol):
+    """One worker's view of the broker: fetch deliveries, hand back what it still holds."""
+
+    name: str
+    """Unique per worker process; the owner of its deliveries."""
+
+    async def fetch(self, count: int, block_s: float) -> list[Delivery]:
+        """Take and start up to ``count`` deliveries, waiting up to ``block_s`` for the first."""
+        ...
+
+    async def release(self) -> int:
+        """Hand every unsettled delivery of this consumer back to its queue; returns how many."""
+        ...
+
+    async def close(self) -> None:
+        """Close this consumer's connection."""
+        ...
+
+
+class Broker(Protocol):
+    """Where tasks wait; every write is idempotent per task id."""
+
+    async def publish(self, items: Sequence[Outgoing]) -> list[bool]:
+        """Enqueue each item; True where it is new, False where that task id already existed."""
+        ...
+
+    async def ensure_queues(self, queues: Sequence[str]) -> None:
+        """Create whatever the queues need before the first fetch (idempotent)."""
+        ...
+
+    def consumer(self, queues: Sequence[str], name: str) -> Consumer:
+        """A fetching endpoint for one worker, with its own blocking connection."""
+        ...
+
+    async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
+        """Store the outcome and acknowledge atomically; False if the attempt was no longer ours."""
+        ...
+
+    async def promote_forever(self, queues: Sequence[str]) -> None:
+        """Move delayed tasks to their queue when due; runs until cancelled."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,61 @@
+-- begin: start a batch of fetched deliveries of one queue.
+-- For each: check the delivery is still ours, skip finished tasks, count a crash when the last
+-- attempt started and never finished (dead-letter past max crashes), bump the attempt (the
+-- fencing token) and mark STARTED.
+-- KEYS: 1 stream, 2 dead stream, 3.. task hashes (one per delivery, in ARGV order)
+-- ARGV: 1 group, 2 consumer, 3 max crashes, 4 worker name, 5 ttl ms, 6 done channel prefix,
+--       then pairs: entry id, task id
+-- Returns one row per delivery: {kind, task id, entry id, attempt, name, payload, delivered}
+local group, consumer = ARGV[1], ARGV[2]
+local max_crashes, ttl = tonumber(ARGV[3]), tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ready = {SUCCESS = true, FAILURE = true, DEAD = true, REVOKED = true}
+local out = {}
+
+local function finish(entry)
+  redis.call('XACK', KEYS[1], group, entry)
+  redis.call('XDEL', KEYS[1], entry)
+end
+
+for i = 7, #ARGV, 2 do
+  local entry, id = ARGV[i], ARGV[i + 1]
+  local key = KEYS[3 + (i - 7) / 2]
+  local owned = redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
+  if #owned == 0 then
+    out[#out + 1] = {'lost', id, entry}
+  elseif redis.call('EXISTS', key) == 0 then
+    finish(entry)
+    redis.call('XADD', KEYS[2], '*', 'id', id, 'reason', 'task record missing', 'time_ms', now,
+      'worker', ARGV[4])
+    out[#out + 1] = {'missing', id, entry}
+  else
+    local f = redis.call('HMGET', key, 'state', 'crashes', 'name')
+    if ready[f[1]] then
+      finish(entry)
+      out[#out + 1] = {'done', id, entry}
+    else
+      local crashes = tonumber(f[2] or '0')
+      if f[1] == 'STARTED' then
+        crashes = crashes + 1
+        redis.call('HSET', key, 'crashes', crashes)
+      end
+      if crashes > max_crashes then
+        local reason = 'crashed its worker ' .. crashes .. ' times (max_crashes ' .. max_crashes .. ')'
+        redis.call('HSET', key, 'state', 'DEAD', 'reason', reason, 'done_ms', now)
+        redis.call('PEXPIRE', key, ttl)
+        finish(entry)
+        redis.call('XADD', KEYS[2], '*', 'id', id, 'name', f[3] or '', 'reason', reason,
+          'time_ms', now, 'worker', ARGV[4])
+        redis.call('PUBLISH', ARGV[6] .. id, 'DEAD')
+        out[#out + 1] = {'dead', id, entry}
+      else
+        local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+        redis.call('HSET', key, 'state', 'STARTED', 'started_ms', now, 'worker', ARGV[4])
+        local p = redis.call('HMGET', key, 'payload')
+        out[#out + 1] = {'run', id, entry, attempt, f[3] or '', p[1] or '', owned[1][4]}
+      end
+    end
+  end
+end
+return out

@@ -1,0 +1,255 @@
+"""In-process broker and store with the Redis broker's semantics, for tests and one-process use.
+
+``MemoryStore`` plays Redis: task records, per-queue ready lists, pending deliveries owned by a
+consumer, a delayed heap and dead letters. Each method below mirrors one Lua script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .. import states
+from ..records import Delivery, ErrorInfo, Settlement, TaskRecord
+from .base import Outgoing
+
+Listener = Callable[[bytes | None], None]
+
+
+def now_ms() -> int:
+    """Wall-clock time in ms: the memory store's stand-in for Redis TIME."""
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class _Entry:
+    task_id: str
+    name: str
+    queue: str
+    payload: bytes
+    state: str = states.PENDING
+    attempt: int = 0
+    crashes: int = 0
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    reason: str = ""
+    worker: str = ""
+    created_ms: int = 0
+    started_ms: int = 0
+    done_ms: int = 0
+    expires_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    task_id: str
+    consumer: str
+    deliveries: int
+
+
+@dataclass(slots=True)
+class MemoryStore:
+    """Everything a ``memory://`` app keeps; shared by its broker and backend."""
+
+    records: dict[str, _Entry] = field(default_factory=dict)
+    ready: dict[str, deque[tuple[str, str]]] = field(default_factory=dict)
+    pending: dict[str, dict[str, _Pending]] = field(default_factory=dict)
+    delayed: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    dead: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    listeners: dict[str, list[Listener]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    delayed_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def record(self, task_id: str) -> _Entry | None:
+        """The live record of ``task_id`` (expired ones are dropped on read)."""
+        entry = self.records.get(task_id)
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+            del self.records[task_id]
+            return None
+        return entry
+
+    def add_ready(self, queue: str, task_id: str) -> None:
+        """XADD: append a delivery for ``task_id``."""
+        self.ready.setdefault(queue, deque()).append((f"{next(self._ids)}-0", task_id))
+        self.changed.set()
+
+    def notify(self, task_id: str, state: str) -> None:
+        """PUBLISH on the task's done channel."""
+        for listener in list(self.listeners.get(task_id, ())):
+            listener(state.encode())
+
+    def snapshot(self, task_id: str) -> TaskRecord | None:
+        """The record as the backend reports it."""
+        e = self.record(task_id)
+        if e is None:
+            return None
+        return TaskRecord(id=e.task_id, name=e.name, queue=e.queue, state=e.state, attempt=e.attempt,
+                          result=e.result, error=e.error, reason=e.reason, worker=e.worker,
+                          created_ms=e.created_ms, started_ms=e.started_ms, done_ms=e.done_ms)
+
+
+class MemoryBroker:
+    """The broker protocol over a ``MemoryStore``."""
+
+    def __init__(self, store: MemoryStore, *, result_ttl_s: float, max_crashes: int, worker_name: str = "") -> None:
+        self.store = store
+        self._ttl_s = result_ttl_s
+        self._max_crashes = max_crashes
+        self.worker_name = worker_name
+
+    async def publish(self, items: Sequence[Outgoing]) -> list[bool]:
+        """Mirror of enqueue.lua for each item."""
+        return [self._enqueue(item) for item in items]
+
+    def _enqueue(self, item: Outgoing) -> bool:
+        msg, s = item.message, self.store
+        if s.record(msg.id) is not None:
+            return False
+        now = now_ms()
+        s.records[msg.id] = _Entry(msg.id, msg.name, msg.queue, item.payload, created_ms=now)
+        due = msg.eta_ms if msg.eta_ms is not None else now + msg.delay_ms
+        if due > now:
+            heapq.heappush(s.delayed.setdefault(msg.queue, []), (due, msg.id))
+            s.delayed_changed.set()
+        else:
+            s.add_ready(msg.queue, msg.id)
+        return True
+
+    async def ensure_queues(self, queues: Sequence[str]) -> None:
+        """Nothing to create in memory."""
+
+    def consumer(self, queues: Sequence[str], name: str) -> MemoryConsumer:
+        """A consumer taking deliveries for ``queues`` under ``name``."""
+        return MemoryConsumer(self, list(queues), name)
+
+    def _take(self, queues: Sequence[str], consumer: str, count: int) -> list[tuple[str, str, str]]:
+        taken: list[tuple[str, str, str]] = []
+        for queue in queues:
+            ready = self.store.ready.get(queue)
+            while ready and len(taken) < count:
+                entry_id, task_id = ready.popleft()
+                self.store.pending.setdefault(queue, {})[entry_id] = _Pending(task_id, consumer, 1)
+                taken.append((queue, entry_id, task_id))
+        return taken
+
+    def _begin(self, queue: str, entry_id: str, task_id: str, consumer: str) -> Delivery | None:
+        """Mirror of begin.lua for one delivery."""
+        s = self.store
+        e = s.record(task_id)
+        if e is None:
+            self._finish(queue, entry_id)
+            self._dead_letter(queue, task_id, "", "task record missing")
+            return None
+        if e.state in states.READY_STATES:
+            self._finish(queue, entry_id)
+            return None
+        if e.state == states.STARTED:
+            e.crashes += 1
+        if e.crashes > self._max_crashes:
+            reason = f"crashed its worker {e.crashes} times (max_crashes {self._max_crashes})"
+            self._finish(queue, entry_id)
+            self._terminal(e, Settlement(states.DEAD, reason=reason))
+            self._dead_letter(queue, task_id, e.name, reason)
+            return None
+        e.attempt += 1
+        e.state, e.started_ms, e.worker = states.STARTED, now_ms(), self.worker_name
+        return Delivery(task_id=task_id, name=e.name, queue=queue, entry_id=entry_id, attempt=e.attempt,
+                        payload=e.payload, redelivered=e.attempt > 1)
+
+    def _finish(self, queue: str, entry_id: str) -> None:
+        self.store.pending.get(queue, {}).pop(entry_id, None)
+
+    def _terminal(self, e: _Entry, settlement: Settlement) -> None:
+        e.state, e.done_ms = settlement.state, now_ms()
+        e.result, e.error, e.reason = settlement.result, settlement.error, settlement.reason
+        e.expires_at = time.monotonic() + self._ttl_s
+        self.store.notify(e.task_id, e.state)
+
+    def _dead_letter(self, queue: str, task_id: str, name: str, reason: str) -> None:
+        self.store.dead.setdefault(queue, []).append(
+            {"id": task_id, "name": name, "reason": reason, "time_ms": str(now_ms()), "worker": self.worker_name})
+
+    async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
+        """Mirror of settle.lua: fenced on the attempt, then store + ack + notify."""
+        e = self.store.record(delivery.task_id)
+        if e is None or e.attempt != delivery.attempt:
+            return False
+        if e.state != states.STARTED:
+            return e.state == settlement.state
+        self._finish(delivery.queue, delivery.entry_id)
+        self._terminal(e, settlement)
+        if settlement.state == states.DEAD:
+            self._dead_letter(delivery.queue, e.task_id, e.name, settlement.reason)
+        return True
+
+    async def promote_forever(self, queues: Sequence[str]) -> None:
+        """Move due tasks to ready; sleep until the next due time or a new delayed task."""
+        s = self.store
+        while True:
+            s.delayed_changed.clear()
+            soonest: int | None = None
+            for queue in queues:
+                heap = s.delayed.get(queue, [])
+                while heap and heap[0][0] <= now_ms():
+                    _, task_id = heapq.heappop(heap)
+                    s.add_ready(queue, task_id)
+                if heap:
+                    soonest = heap[0][0] if soonest is None else min(soonest, heap[0][0])
+            timeout = None if soonest is None else max(0.0, (soonest - now_ms()) / 1000)
+            try:
+                await asyncio.wait_for(s.delayed_changed.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+class MemoryConsumer:
+    """One worker's fetch endpoint on a MemoryBroker."""
+
+    def __init__(self, broker: MemoryBroker, queues: list[str], name: str) -> None:
+        self._broker = broker
+        self._queues = queues
+        self.name = name
+
+    async def fetch(self, count: int, block_s: float) -> list[Delivery]:
+        """Take up to ``count`` ready deliveries, waiting up to ``block_s`` for the first."""
+        b, store = self._broker, self._broker.store
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + block_s
+        while True:
+            taken = b._take(self._queues, self.name, count)
+            if taken:
+                return [d for d in (b._begin(q, e, t, self.name) for q, e, t in taken) if d is not None]
+            store.changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            try:
+                await asyncio.wait_for(store.changed.wait(), remaining)
+            except TimeoutError:
+                return []
+
+    async def release(self) -> int:
+        """Mirror of release.lua for every delivery this consumer still owns."""
+        b, store, released = self._broker, self._broker.store, 0
+        for queue in self._queues:
+            owned = [(eid, p) for eid, p in store.pending.get(queue, {}).items() if p.consumer == self.name]
+            for entry_id, p in owned:
+                b._finish(queue, entry_id)
+                e = store.record(p.task_id)
+                if e is not None and e.state not in states.READY_STATES:
+                    e.state = states.PENDING
+                    store.add_ready(queue, p.task_id)
+                    released += 1
+        return released
+
+    async def close(self) -> None:
+        """Nothing to close."""

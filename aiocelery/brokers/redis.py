@@ -1,0 +1,210 @@
+"""The Redis broker: Streams with one consumer group per queue, every write a Lua script.
+
+See ``brokers/lua/*.lua`` for each step and ``_redis/keys.py`` for the data model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from .._backoff import Backoff
+from .._redis.client import Client, blocking_client
+from .._redis.keys import GROUP, Keys
+from .._redis.pubsub import PubSubHub
+from .._redis.scripts import Scripts
+from ..records import Delivery, Settlement
+from .base import Outgoing
+
+log = logging.getLogger("aiocelery.broker")
+PROMOTE_BATCH = 1000
+
+
+class RedisBroker:
+    """Publishes, fetches, settles and releases tasks on one Redis."""
+
+    def __init__(self, url: str, client: Client, hub: PubSubHub, keys: Keys, *, result_ttl_s: float,
+                 max_crashes: int, worker_name: str = "") -> None:
+        self._url = url
+        self._client = client
+        self._hub = hub
+        self._keys = keys
+        self._scripts = Scripts.register(client)
+        self._ttl_ms = int(result_ttl_s * 1000)
+        self._max_crashes = max_crashes
+        self.worker_name = worker_name
+
+    async def publish(self, items: Sequence[Outgoing]) -> list[bool]:
+        """Run the enqueue script for every item in one pipeline."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for item in items:
+                msg, k = item.message, self._keys
+                await self._scripts.enqueue(
+                    keys=[k.task(msg.id), k.stream(msg.queue), k.delayed(msg.queue)],
+                    args=[msg.id, msg.name, msg.queue, item.payload, msg.delay_ms,
+                          "" if msg.eta_ms is None else msg.eta_ms, k.wake(msg.queue)],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [int(r[0]) == 1 for r in replies]
+
+    async def ensure_queues(self, queues: Sequence[str]) -> None:
+        """Create each queue's consumer group at id 0 (never ``$``: earlier entries would be skipped)."""
+        for queue in queues:
+            await self._create_group(queue)
+
+    async def _create_group(self, queue: str) -> None:
+        try:
+            await self._client.xgroup_create(self._keys.stream(queue), GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def consumer(self, queues: Sequence[str], name: str) -> RedisConsumer:
+        """A consumer with its own blocking connection for XREADGROUP."""
+        return RedisConsumer(self, list(queues), name)
+
+    async def _begin(self, queue: str, consumer: str, entries: list[Any]) -> list[Delivery]:
+        """Run begin.lua on a fetched batch of one queue; returns the deliveries to run."""
+        pairs: list[str] = []
+        task_keys: list[str] = []
+        for entry_id, fields in entries:
+            task_id = (fields.get(b"id") or b"").decode()
+            pairs += [entry_id.decode(), task_id]
+            task_keys.append(self._keys.task(task_id))
+        rows = await self._scripts.begin(
+            keys=[self._keys.stream(queue), self._keys.dead(queue), *task_keys],
+            args=[GROUP, consumer, self._max_crashes, self.worker_name, self._ttl_ms, self._keys.done_prefix, *pairs],
+        )
+        out: list[Delivery] = []
+        for row in rows:
+            kind = row[0].decode()
+            if kind != "run":
+                log.warning("delivery %s of task %s skipped at begin: %s", row[2].decode(), row[1].decode(), kind)
+                continue
+            attempt = int(row[3])
+            out.append(Delivery(task_id=row[1].decode(), name=row[4].decode(), queue=queue,
+                                entry_id=row[2].decode(), attempt=attempt, payload=row[5],
+                                redelivered=attempt > 1 or int(row[6]) > 1))
+        return out
+
+    async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
+        """Store the outcome and XACK + XDEL in one fenced script."""
+        k = self._keys
+        error = orjson.dumps(settlement.error.to_json()) if settlement.error else b""
+        done = await self._scripts.settle(
+            keys=[k.task(delivery.task_id), k.stream(delivery.queue), k.dead(delivery.queue)],
+            args=[GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
+                  error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
+                  self.worker_name],
+        )
+        if not done:
+            log.warning("task %s attempt %d was no longer ours; its outcome was not stored",
+                        delivery.task_id, delivery.attempt)
+        return bool(done)
+
+    async def promote_forever(self, queues: Sequence[str]) -> None:
+        """Move due tasks to their streams; sleep until the next due time or a wake message."""
+        wake = asyncio.Event()
+
+        def on_wake(_data: bytes | None) -> None:
+            wake.set()
+
+        channels = [self._keys.wake(q) for q in queues]
+        for channel in channels:
+            await self._hub.subscribe(channel, on_wake)
+        backoff = Backoff()
+        try:
+            while True:
+                wake.clear()
+                try:
+                    sleep_s = await self._promote_all(queues)
+                    backoff.reset()
+                except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                    sleep_s = backoff.next_delay()
+                    log.warning("promoting delayed tasks failed (%s); retrying in %.2f s", exc, sleep_s)
+                try:
+                    await asyncio.wait_for(wake.wait(), sleep_s)
+                except TimeoutError:
+                    pass
+        finally:
+            for channel in channels:
+                await asyncio.shield(self._hub.unsubscribe(channel, on_wake))
+
+    async def _promote_all(self, queues: Sequence[str]) -> float | None:
+        """Promote every queue's due tasks; seconds until the next one is due (None: none is)."""
+        soonest: float | None = None
+        for queue in queues:
+            while True:
+                moved, next_ms = await self._scripts.promote(
+                    keys=[self._keys.delayed(queue), self._keys.stream(queue)], args=[PROMOTE_BATCH])
+                if int(moved) < PROMOTE_BATCH:
+                    break
+            if int(next_ms) >= 0:
+                wait = int(next_ms) / 1000
+                soonest = wait if soonest is None else min(soonest, wait)
+        return soonest
+
+    async def close(self) -> None:
+        """Nothing of its own to close: the app closes the shared client and hub."""
+
+
+class RedisConsumer:
+    """One worker's fetch endpoint: XREADGROUP on a dedicated connection, then begin in a batch."""
+
+    def __init__(self, broker: RedisBroker, queues: list[str], name: str) -> None:
+        self._broker = broker
+        self._queues = queues
+        self.name = name
+        self._client: Client | None = None
+
+    async def fetch(self, count: int, block_s: float) -> list[Delivery]:
+        """XREADGROUP for up to ``count`` entries, then begin them: one script call per queue."""
+        b = self._broker
+        if self._client is None:
+            self._client = blocking_client(b._url, block_s)
+        streams = {b._keys.stream(q): ">" for q in self._queues}
+        try:
+            reply: Any = await self._client.xreadgroup(
+                GROUP, self.name, streams, count=count, block=max(1, int(block_s * 1000)))
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("consumer group missing (Redis restarted or queue deleted); recreating it")
+            await b.ensure_queues(self._queues)
+            return []
+        if not reply:
+            return []
+        by_stream = {name.decode() if isinstance(name, bytes) else name: entries for name, entries in reply}
+        deliveries: list[Delivery] = []
+        for queue in self._queues:
+            entries = by_stream.get(b._keys.stream(queue))
+            if entries:
+                deliveries += await b._begin(queue, self.name, entries)
+        return deliveries
+
+    async def release(self) -> int:
+        """Hand every delivery still pending for this consumer back to the tail of its queue."""
+        b, released = self._broker, 0
+        for queue in self._queues:
+            stream = b._keys.stream(queue)
+            pending: Any = await b._client.xpending_range(stream, GROUP, "-", "+", 10_000, consumername=self.name)
+            for item in pending:
+                entry_id = item["message_id"]
+                entries: Any = await b._client.xrange(stream, entry_id, entry_id)
+                task_id = entries[0][1].get(b"id", b"").decode() if entries else ""
+                released += int(await b._scripts.release(
+                    keys=[b._keys.task(task_id), stream], args=[GROUP, self.name, entry_id, task_id]) == 1)
+        return released
+
+    async def close(self) -> None:
+        """Close the blocking connection."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

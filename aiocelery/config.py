@@ -1,0 +1,145 @@
+"""Typed, frozen configuration: ``Config(...)`` or ``Config.from_env()``.
+
+Units are in the names (``result_ttl_s``). Values are checked when the Config is built, so a
+typo fails at import time, not on the first task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .exceptions import ConfigError
+
+_SCHEMES = ("redis", "rediss", "unix", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class AMQPConfig:
+    """The seed's AMQP block; kept for config compatibility (the Redis broker does not use it)."""
+
+    exchange: str = "aiocelery_exchange"
+    exchange_type: str = "direct"
+    binding_key: str = "aiocelery_task"
+    prefetch_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything an App needs to know; every field has a sensible default."""
+
+    broker: str = "redis://127.0.0.1:6379/0"
+    """Broker URL: ``redis://[:password@]host:port/db``, ``rediss://``, ``unix://`` or ``memory://``."""
+    result_backend: str | None = None
+    """Result backend URL; ``None`` means the broker's. With Redis it must be the broker's Redis,
+    because a result is stored in the same atomic step that acknowledges the delivery."""
+    default_queue: str = "aiocelery"
+    """Queue for tasks that name none (the seed's DefaultQueue)."""
+    result_ttl_s: float = 86_400.0
+    """How long a finished task's result is kept (the seed's ResultsExpireIn); default one day."""
+    key_prefix: str = "aiocelery"
+    """Prefix of every Redis key and channel; different apps on one Redis use different prefixes."""
+    send_timeout_s: float = 10.0
+    """How long ``delay()``/``send_task()`` may take before raising SendError."""
+    max_payload_bytes: int = 4 * 1024 * 1024
+    """Largest encoded task (args + kwargs) accepted at send time."""
+    shutdown_grace_s: float = 30.0
+    """On SIGTERM, how long in-flight tasks may finish before they are handed back to the queue."""
+    fetch_block_s: float = 2.0
+    """Longest single blocking read of the fetcher (it is re-issued; this only bounds one call)."""
+    max_crashes: int = 3
+    """Deliveries that started and never finished before a task is dead-lettered as poison."""
+    max_connections: int = 64
+    """Size of the blocking Redis connection pool per process (callers wait, never fail)."""
+    amqp: AMQPConfig = field(default_factory=AMQPConfig)
+    """The seed's AMQP settings (exchange, type, binding key, prefetch); informational on Redis."""
+
+    def __post_init__(self) -> None:
+        _check_url("broker", self.broker)
+        if self.result_backend is not None:
+            _check_url("result_backend", self.result_backend)
+            if _is_memory(self.broker) != _is_memory(self.result_backend):
+                raise ConfigError(
+                    "broker and result_backend must both be memory:// or both be Redis "
+                    f"(got {redact_url(self.broker)!r} and {redact_url(self.result_backend)!r})"
+                )
+            if not _is_memory(self.broker) and self.result_backend != self.broker:
+                raise ConfigError(
+                    "result_backend must be the broker's Redis URL (or None): results are stored "
+                    "in the same atomic script that acknowledges the delivery"
+                )
+        if not self.default_queue or any(c in self.default_queue for c in "{}: "):
+            raise ConfigError(f"default_queue {self.default_queue!r} must be non-empty without '{{}}: '")
+        for name in ("result_ttl_s", "send_timeout_s", "shutdown_grace_s", "fetch_block_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_payload_bytes", "max_crashes", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
+            raise ConfigError(f"key_prefix {self.key_prefix!r} must be non-empty without braces")
+
+    @property
+    def backend_url(self) -> str:
+        """The effective result backend URL."""
+        return self.result_backend or self.broker
+
+    @property
+    def is_memory(self) -> bool:
+        """True when this config runs in-process on ``memory://``."""
+        return _is_memory(self.broker)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, prefix: str = "AIOCELERY_") -> Config:
+        """Build a Config from ``AIOCELERY_BROKER``, ``AIOCELERY_RESULT_TTL_S``, ... variables."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = source.get(prefix + f.name.upper())
+            if raw is None or f.name == "amqp":
+                continue
+            values[f.name] = _parse(f.name, raw, str(f.type))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(name: str, raw: str, type_name: str) -> Any:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"environment value for {name} must be a {type_name}, got {raw!r}") from None
+    return raw or None if "None" in type_name else raw
+
+
+def _is_memory(url: str) -> bool:
+    return url.startswith("memory://")
+
+
+def _check_url(name: str, url: str) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            f"{name} URL {redact_url(url)!r} has scheme {scheme!r}; use one of "
+            + ", ".join(s + "://" for s in _SCHEMES)
+        )
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and banners."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))

@@ -1,0 +1,123 @@
+"""The wire format: what a task message is, and how it becomes bytes and back.
+
+Only JSON-native values travel: ``None``, ``bool``, ``int`` (64-bit), finite ``float``, ``str``,
+``list``/``tuple`` and ``dict`` with ``str`` keys. Anything that would not come back as the same
+value (sets, bytes, NaN, datetimes, huge ints) is refused at send time with an error that names
+the task, the id and the path to the bad value, before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .exceptions import EncodeError
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+WIRE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMessage:
+    """One task to run: its id, name, arguments and routing."""
+
+    id: str
+    name: str
+    args: tuple[Any, ...] | list[Any] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str = "aiocelery"
+    delay_ms: int = 0
+    """Run no earlier than this many ms after the broker receives it (Redis server time)."""
+    eta_ms: int | None = None
+    """Run no earlier than this absolute Unix time in ms (overrides ``delay_ms``)."""
+
+    def encode(self, max_bytes: int) -> bytes:
+        """The payload bytes (arguments only; the rest travels in the task record's fields)."""
+        check_lossless(self.args, self, "args")
+        check_lossless(self.kwargs, self, "kwargs")
+        try:
+            data = orjson.dumps({"v": WIRE_VERSION, "args": self.args, "kwargs": self.kwargs})
+        except TypeError as exc:  # defensive: check_lossless admits only orjson-native values
+            raise EncodeError(f"task {self.name!r} (id {self.id}): {exc}") from exc
+        if len(data) > max_bytes:
+            raise EncodeError(
+                f"task {self.name!r} (id {self.id}): encoded arguments are {len(data)} bytes, over "
+                f"the limit of {max_bytes} (Config.max_payload_bytes); pass a reference (a key or "
+                "URL) instead of the data"
+            )
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Decoded arguments of a delivery."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+def decode_payload(data: bytes) -> Payload:
+    """Parse payload bytes; raises ValueError with a reason when they are not a valid payload."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"payload is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("payload is not a JSON object")
+    if obj.get("v") != WIRE_VERSION:
+        raise ValueError(f"payload has wire version {obj.get('v')!r}, expected {WIRE_VERSION}")
+    args, kwargs = obj.get("args"), obj.get("kwargs")
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise ValueError("payload lacks an 'args' list or a 'kwargs' object")
+    return Payload(args, kwargs)
+
+
+def encode_value(value: Any, what: str) -> bytes:
+    """Encode a result value losslessly; ``what`` names it in the error."""
+    _walk(value, what)
+    return orjson.dumps(value)
+
+
+def decode_value(data: bytes) -> Any:
+    """Decode a value stored by ``encode_value``."""
+    return orjson.loads(data)
+
+
+def check_lossless(value: Any, msg: TaskMessage, where: str) -> None:
+    """Raise EncodeError naming the task when ``value`` would not survive the round trip."""
+    try:
+        _walk(value, where)
+    except EncodeError as exc:
+        raise EncodeError(f"task {msg.name!r} (id {msg.id}): {exc}; nothing was sent") from None
+
+
+def _walk(value: Any, path: str) -> None:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return
+    if kind is int:
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise EncodeError(f"{path} = {value} does not fit in 64 bits; send it as a str")
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise EncodeError(f"{path} = {value} is not a finite number; JSON cannot carry it")
+        return
+    if kind is list or kind is tuple:
+        for i, item in enumerate(value):
+            _walk(item, f"{path}[{i}]")
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise EncodeError(f"{path} has a key {key!r} of type {type(key).__name__}; keys must be str")
+            _walk(item, f"{path}[{key!r}]")
+        return
+    raise EncodeError(
+        f"{path} is a {kind.__name__}, which does not survive JSON unchanged; "
+        "convert it to a str, int, float, bool, None, list or dict"
+    )

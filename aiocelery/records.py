@@ -1,0 +1,83 @@
+"""Plain data passed between the layers: deliveries, settlements and stored task records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import states
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A remote exception: its type name, message and formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str
+
+    def to_json(self) -> dict[str, str]:
+        """The dict stored in the task record."""
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ErrorInfo:
+        """Rebuild from ``to_json()``'s dict, tolerating missing fields."""
+        data = obj if isinstance(obj, dict) else {}
+        return cls(str(data.get("type", "Error")), str(data.get("message", "")), str(data.get("traceback", "")))
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One started attempt of a task, owned by one worker until it is settled or released."""
+
+    task_id: str
+    name: str
+    queue: str
+    entry_id: str
+    """The broker's id of this delivery (a stream entry id on Redis)."""
+    attempt: int
+    """1 for the first run; increases on every start, fencing older attempts out."""
+    payload: bytes
+    redelivered: bool
+    """True when an earlier attempt was handed to some worker before."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How an attempt ended, as the broker stores it: a terminal state plus result or error."""
+
+    state: str
+    result: bytes | None = None
+    """The encoded return value, for SUCCESS."""
+    error: ErrorInfo | None = None
+    """The exception, for FAILURE and DEAD."""
+    reason: str = ""
+    """Why, for DEAD (and later REVOKED)."""
+
+    def __post_init__(self) -> None:
+        if self.state not in states.READY_STATES:
+            raise ValueError(f"a settlement must be terminal, got {self.state}")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """What the result backend knows about one task id."""
+
+    id: str
+    name: str
+    queue: str
+    state: str
+    attempt: int = 0
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    reason: str = ""
+    worker: str = ""
+    created_ms: int = 0
+    started_ms: int = 0
+    done_ms: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """True once the state is terminal."""
+        return self.state in states.READY_STATES

@@ -1,0 +1,98 @@
+"""``Task[P, R]``: a registered function that can be sent (``delay``) or called directly."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+
+from .exceptions import TaskArgumentsError
+from .result import AsyncResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Per-task options given to ``@app.task(...)``."""
+
+    name: str | None = None
+    """Registered name; defaults to ``module.qualname``."""
+    queue: str | None = None
+    """Queue the task is sent to unless the call names another; default: Config.default_queue."""
+    max_retries: int | None = None
+    """Most retries after a failure (used by the retry policy); None: the app's default."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """Per-call options of ``apply_async`` / ``send_task``."""
+
+    countdown: float | None = None
+    eta: datetime | None = None
+    queue: str | None = None
+    task_id: str | None = None
+
+
+class Sender(Protocol):
+    """What a Task needs from its app to send itself."""
+
+    async def _send(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
+                    options: SendOptions) -> AsyncResult[Any]: ...
+
+
+class Task(Generic[P, R]):
+    """A task: ``await t.delay(*args)`` sends it, ``t(*args)`` calls the function in-process."""
+
+    def __init__(self, fn: Callable[P, Any], name: str, options: TaskOptions, sender: Sender) -> None:
+        self.fn = fn
+        """The wrapped function (``async def`` or plain ``def``)."""
+        self.name = name
+        """The registered name workers look it up by."""
+        self.options = options
+        """The options it was declared with."""
+        self.is_async = inspect.iscoroutinefunction(fn)
+        """True for ``async def`` tasks (run on the loop); plain ones run in the thread pool."""
+        self.signature = inspect.signature(fn)
+        """The function's signature, used to check arguments at send time."""
+        self._sender = sender
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function here and now (no broker); a coroutine for async tasks."""
+        return self.fn(*args, **kwargs)
+
+    async def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send the task with these arguments; returns its AsyncResult."""
+        return await self._sender._send(self.name, args, kwargs, SendOptions())
+
+    async def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        queue: str | None = None,
+        task_id: str | None = None,
+    ) -> AsyncResult[R]:
+        """Send with options: delay (``countdown`` s or aware ``eta``), another ``queue``, a fixed ``task_id``."""
+        options = SendOptions(countdown=countdown, eta=eta, queue=queue, task_id=task_id)
+        return await self._sender._send(self.name, args, kwargs or {}, options)
+
+    def check_arguments(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], task_id: str) -> None:
+        """Raise TaskArgumentsError, naming the task, when the arguments don't bind."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TaskArgumentsError(
+                f"task {self.name!r} (id {task_id}) called with bad arguments: {exc}; "
+                f"its signature is {self.name}{self.signature}. Nothing was sent."
+            ) from None

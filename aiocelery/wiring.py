@@ -1,0 +1,53 @@
+"""Build the broker and backend a Config names, sharing what they can share."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from ._redis.client import Client, command_client
+from ._redis.keys import Keys
+from ._redis.pubsub import PubSubHub
+from .backends.base import ResultBackend
+from .backends.memory import MemoryBackend
+from .backends.redis import RedisBackend
+from .brokers.base import Broker
+from .brokers.memory import MemoryBroker, MemoryStore
+from .brokers.redis import RedisBroker
+from .config import Config
+
+
+@dataclass(slots=True)
+class Connections:
+    """An app's broker and backend plus the Redis client and pub/sub hub behind them."""
+
+    broker: Broker
+    backend: ResultBackend
+    client: Client | None = None
+    hub: PubSubHub | None = None
+
+    async def close(self) -> None:
+        """Close everything, in dependency order."""
+        await self.broker.close()
+        await self.backend.close()
+        if self.hub is not None:
+            await self.hub.close()
+        if self.client is not None:
+            await self.client.aclose()
+
+
+def connect(config: Config) -> Connections:
+    """Create (lazily connecting) clients for ``config``."""
+    worker_name = f"{socket.gethostname()}:{os.getpid()}"
+    if config.is_memory:
+        store = MemoryStore()
+        broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes,
+                              worker_name=worker_name)
+        return Connections(broker, MemoryBackend(store))
+    client = command_client(config.broker, config.max_connections)
+    hub = PubSubHub(config.broker)
+    keys = Keys(config.key_prefix)
+    redis_broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
+                               max_crashes=config.max_crashes, worker_name=worker_name)
+    return Connections(redis_broker, RedisBackend(client, hub, keys), client, hub)

@@ -1,0 +1,70 @@
+"""Run one delivery and say how it ended. Decides nothing about Redis: it returns a Settlement."""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from typing import Any
+
+import anyio
+
+from .. import states
+from ..context import TaskContext, _current
+from ..exceptions import EncodeError
+from ..message import decode_payload, encode_value
+from ..records import Delivery, ErrorInfo, Settlement
+from ..registry import Registry
+from ..task import Task
+
+
+class Executor:
+    """Looks tasks up, binds arguments, runs ``async def`` on the loop and ``def`` in threads."""
+
+    def __init__(self, registry: Registry, worker_name: str, threads: int) -> None:
+        self._registry = registry
+        self._worker = worker_name
+        self._threads = anyio.CapacityLimiter(threads)
+
+    async def run(self, d: Delivery) -> Settlement:
+        """Execute ``d`` and return its outcome; never raises for a task's own error."""
+        task = self._registry.get(d.name)
+        if task is None:
+            known = ", ".join(self._registry) or "none"
+            return _dead(d, "NotRegistered", f"unknown task {d.name!r}: this worker registers {known}; "
+                         "register it (app.task / app.register_tasks) and requeue the dead letter")
+        try:
+            payload = decode_payload(d.payload)
+        except ValueError as exc:
+            return _dead(d, "DecodeError", f"task {d.name!r} (id {d.task_id}) has an undecodable payload: {exc}")
+        try:
+            task.signature.bind(*payload.args, **payload.kwargs)
+        except TypeError as exc:
+            return _failure(d, "TaskArgumentsError",
+                            f"task {d.name!r} (id {d.task_id}) got arguments that don't bind to "
+                            f"{d.name}{task.signature}: {exc}; not retried", "")
+        token = _current.set(TaskContext(d.task_id, d.name, d.queue, d.attempt, d.redelivered, self._worker))
+        try:
+            value = await self._call(task, payload.args, payload.kwargs)
+        except Exception as exc:
+            return _failure(d, type(exc).__qualname__, str(exc), traceback.format_exc())
+        finally:
+            _current.reset(token)
+        try:
+            return Settlement(states.SUCCESS, result=encode_value(value, f"the return value of task {d.name!r}"))
+        except EncodeError as exc:
+            return _failure(d, "EncodeError", f"task {d.name!r} (id {d.task_id}): {exc}", "")
+
+    async def _call(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if task.is_async:
+            return await task.fn(*args, **kwargs)
+        # anyio copies the caller's contextvars into the thread, so current_task() works there.
+        return await anyio.to_thread.run_sync(
+            functools.partial(task.fn, *args, **kwargs), limiter=self._threads, abandon_on_cancel=True)
+
+
+def _failure(d: Delivery, exc_type: str, message: str, tb: str) -> Settlement:
+    return Settlement(states.FAILURE, error=ErrorInfo(exc_type, message, tb))
+
+
+def _dead(d: Delivery, exc_type: str, reason: str) -> Settlement:
+    return Settlement(states.DEAD, error=ErrorInfo(exc_type, reason, ""), reason=reason)

@@ -1,0 +1,63 @@
+"""Settle outcomes: store them through the broker, retrying through connection loss, and log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import anyio
+
+from .. import states
+from .._backoff import Backoff
+from ..brokers.base import TRANSIENT_ERRORS, Broker
+from ..records import Delivery, Settlement
+
+log = logging.getLogger("aiocelery.worker")
+SETTLE_RETRY_S = 60.0
+
+
+class Counters(Protocol):
+    """Where the settler counts outcomes (the Worker)."""
+
+    processed: int
+    failed: int
+
+
+class Settler:
+    """Stores each outcome once; keeps retrying an unreachable Redis for ``SETTLE_RETRY_S``."""
+
+    def __init__(self, broker: Broker, counters: Counters) -> None:
+        self._broker = broker
+        self._counters = counters
+
+    async def settle(self, d: Delivery, s: Settlement) -> None:
+        """Store ``s`` for ``d``; log one line for a failure or a dead letter."""
+        self._counters.processed += 1
+        if s.state == states.FAILURE:
+            self._counters.failed += 1
+            err = s.error
+            log.error("task %s[%s] failed (attempt %d): %s: %s", d.name, d.task_id, d.attempt,
+                      err.type if err else "?", err.message if err else "")
+        elif s.state == states.DEAD:
+            self._counters.failed += 1
+            log.error("task %s[%s] dead-lettered: %s", d.name, d.task_id, s.reason)
+        else:
+            log.debug("task %s[%s] succeeded", d.name, d.task_id)
+        await self._store(d, s)
+
+    async def _store(self, d: Delivery, s: Settlement) -> None:
+        backoff = Backoff(cap=5.0)
+        deadline = anyio.current_time() + SETTLE_RETRY_S
+        while True:
+            try:
+                await self._broker.settle(d, s)
+                return
+            except TRANSIENT_ERRORS as exc:
+                if anyio.current_time() >= deadline:
+                    log.error("could not store the outcome of task %s[%s] for %.0f s (%s); the delivery "
+                              "stays pending and will run again", d.name, d.task_id, SETTLE_RETRY_S, exc)
+                    return
+                delay = backoff.next_delay()
+                log.warning("storing the outcome of task %s[%s] failed (%s); retrying in %.2f s",
+                            d.name, d.task_id, exc, delay)
+                await anyio.sleep(delay)
