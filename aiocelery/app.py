@@ -49,7 +49,7 @@ class App:
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
-    def task(self, *, name: str | None = None, queue: str | None = None,
+    def task(self, /, *, name: str | None = None, queue: str | None = None,
              max_retries: int | None = None) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,

@@ -97,6 +97,19 @@ def check_lossless(value: Any, msg: TaskMessage, where: str) -> None:
 
 def _walk(value: Any, path: str) -> None:
     kind = type(value)
+    if kind is list or kind is tuple:
+        for i, item in enumerate(value):
+            _walk(item, f"{path}[{i}]")
+    elif kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise EncodeError(f"{path} has a key {key!r} of type {type(key).__name__}; keys must be str")
+            _walk(item, f"{path}[{key!r}]")
+    else:
+        _check_scalar(value, kind, path)
+
+
+def _check_scalar(value: Any, kind: type, path: str) -> None:
     if kind is str or kind is bool or value is None:
         return
     if kind is int:
@@ -106,16 +119,6 @@ def _walk(value: Any, path: str) -> None:
     if kind is float:
         if not math.isfinite(value):
             raise EncodeError(f"{path} = {value} is not a finite number; JSON cannot carry it")
-        return
-    if kind is list or kind is tuple:
-        for i, item in enumerate(value):
-            _walk(item, f"{path}[{i}]")
-        return
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                raise EncodeError(f"{path} has a key {key!r} of type {type(key).__name__}; keys must be str")
-            _walk(item, f"{path}[{key!r}]")
         return
     raise EncodeError(
         f"{path} is a {kind.__name__}, which does not survive JSON unchanged; "

@@ -16,7 +16,7 @@ R = TypeVar("R")
 class AsyncResult(Generic[R]):
     """The result of a sent task: ``await r.get(timeout=5)`` returns its value or raises."""
 
-    __slots__ = ("id", "name", "_backend")
+    __slots__ = ("_backend", "id", "name")
 
     def __init__(self, task_id: str, backend: ResultBackend, name: str = "") -> None:
         self.id = task_id
@@ -49,7 +49,8 @@ class AsyncResult(Generic[R]):
         Raises TaskFailed (with the remote traceback), TaskDead, TaskRevoked, ResultNotFound for
         an id that was never sent, and ResultTimeout when ``timeout`` seconds pass first.
         """
-        return outcome_of(await self._backend.wait(self.id, timeout))
+        value: R = outcome_of(await self._backend.wait(self.id, timeout))
+        return value
 
 
 def outcome_of(record: TaskRecord) -> Any:

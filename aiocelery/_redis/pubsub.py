@@ -108,8 +108,8 @@ class PubSubHub:
                 await asyncio.sleep(delay)
 
     async def _connect(self) -> None:
-        conn = self._pool.make_connection()
-        await conn.connect()
+        conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        await conn.connect()  # type: ignore[no-untyped-call]
         if self.reconnects or self._channels:
             self._orphan_subs.clear()
             for ch in self._channels.values():

@@ -27,6 +27,5 @@ class Scripts:
     @classmethod
     def register(cls, client: Client) -> Scripts:
         """Register every script with ``client``."""
-        return cls(
-            **{name: client.register_script(_text(name)) for name in ("enqueue", "begin", "settle", "release", "promote")}
-        )
+        names = ("enqueue", "begin", "settle", "release", "promote")
+        return cls(**{name: client.register_script(_text(name)) for name in names})

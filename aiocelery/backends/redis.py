@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from ..records import ErrorInfo, TaskRecord
+from typing import Any
+
 from .._redis.client import Client
 from .._redis.keys import Keys
 from .._redis.pubsub import Listener, PubSubHub
-from ._wait import wait_for_record
 from ..message import decode_value
+from ..records import ErrorInfo, TaskRecord
+from ._wait import wait_for_record
 
 _FIELDS = ("name", "queue", "state", "attempt", "result", "error", "reason", "worker",
            "created_ms", "started_ms", "done_ms")
@@ -23,7 +25,7 @@ class RedisBackend:
 
     async def get_record(self, task_id: str) -> TaskRecord | None:
         """The record of ``task_id``, or None when Redis has none."""
-        values = await self._client.hmget(self._keys.task(task_id), _FIELDS)
+        values: Any = await self._client.hmget(self._keys.task(task_id), _FIELDS)
         return _to_record(task_id, values)
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:

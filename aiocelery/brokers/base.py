@@ -16,7 +16,6 @@ import redis.exceptions
 from ..message import TaskMessage
 from ..records import Delivery, Settlement
 
-
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 """Errors after which a broker call may succeed if tried again (connection loss, timeouts)."""

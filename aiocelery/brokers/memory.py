@@ -7,6 +7,7 @@ consumer, a delayed heap and dead letters. Each method below mirrors one Lua scr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -202,10 +203,8 @@ class MemoryBroker:
                 if heap:
                     soonest = heap[0][0] if soonest is None else min(soonest, heap[0][0])
             timeout = None if soonest is None else max(0.0, (soonest - now_ms()) / 1000)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(s.delayed_changed.wait(), timeout)
-            except TimeoutError:
-                pass
 
     async def close(self) -> None:
         """Nothing to close."""

@@ -6,6 +6,7 @@ See ``brokers/lua/*.lua`` for each step and ``_redis/keys.py`` for the data mode
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -129,10 +130,8 @@ class RedisBroker:
                 except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                     sleep_s = backoff.next_delay()
                     log.warning("promoting delayed tasks failed (%s); retrying in %.2f s", exc, sleep_s)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), sleep_s)
-                except TimeoutError:
-                    pass
         finally:
             for channel in channels:
                 await asyncio.shield(self._hub.unsubscribe(channel, on_wake))
@@ -169,7 +168,7 @@ class RedisConsumer:
         b = self._broker
         if self._client is None:
             self._client = blocking_client(b._url, block_s)
-        streams = {b._keys.stream(q): ">" for q in self._queues}
+        streams: Any = {b._keys.stream(q): ">" for q in self._queues}
         try:
             reply: Any = await self._client.xreadgroup(
                 GROUP, self.name, streams, count=count, block=max(1, int(block_s * 1000)))
