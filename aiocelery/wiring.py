@@ -34,7 +34,7 @@ class Connections:
         if self.hub is not None:
             await self.hub.close()
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.aclose(close_connection_pool=True)
 
 
 def connect(config: Config) -> Connections:

@@ -119,7 +119,8 @@ class Worker:
 
     async def _run(self) -> None:
         broker = self.app.broker
-        await broker.ensure_queues(self.queues)
+        if not await self._prepare(broker):
+            return
         consumer = broker.consumer(self.queues, self.consumer_name)
         executor = Executor(self.app.registry, self.name, threads=self.concurrency)
         settler = Settler(broker, self)
@@ -140,6 +141,20 @@ class Worker:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._hand_back(consumer)
+
+    async def _prepare(self, broker: Broker) -> bool:
+        """Create the queues, waiting out an unreachable broker; False if stopped meanwhile."""
+        backoff = Backoff(cap=10.0)
+        while not self._stopping.is_set():
+            try:
+                await broker.ensure_queues(self.queues)
+                return True
+            except TRANSIENT_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("cannot reach the broker (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        return False
 
     async def _hand_back(self, consumer: Consumer) -> None:
         try:

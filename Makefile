@@ -1,0 +1,44 @@
+# aiocelery — `make demo` sets everything up and runs the seed example; `make test` runs the tests.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: all install redis demo test lint format mypy bench clean
+
+all: lint mypy test
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python redis
+	$(BIN)/pip install -q -e '.[dev]'
+
+# A redis-server binary for the demo and the tests (they start their own on free ports).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (apt-get)"; \
+	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null 2>&1 || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq redis-server) >/dev/null 2>&1 || \
+	  echo "could not install redis-server: the demo falls back to memory://, Redis tests will fail"; }
+
+demo: install
+	$(BIN)/python examples/demo.py
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff check --fix .
+
+mypy: install
+	$(BIN)/mypy --strict aiocelery
+
+bench: install
+	$(BIN)/python bench/roundtrip.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
