@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(slots=True)
@@ -12,14 +12,15 @@ class Backoff:
 
     base: float = 0.1
     cap: float = 5.0
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random | None = None
+    """Injected for tests; None uses the ``random`` module (cheap to create on hot paths)."""
     failures: int = 0
 
     def next_delay(self) -> float:
         """The delay before the next try; each call counts one more failure."""
         ceiling = min(self.cap, self.base * (2 ** min(self.failures, 30)))
         self.failures += 1
-        return self.rng.uniform(ceiling / 2, ceiling)
+        return (self.rng or random).uniform(ceiling / 2, ceiling)
 
     def reset(self) -> None:
         """Forget past failures."""

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .._backoff import Backoff
+from .._redis.batcher import ScriptBatcher
 from .._redis.client import Client, blocking_client
 from .._redis.keys import GROUP, Keys
 from .._redis.pubsub import PubSubHub
@@ -37,23 +38,31 @@ class RedisBroker:
         self._hub = hub
         self._keys = keys
         self._scripts = Scripts.register(client)
+        self._enqueue = ScriptBatcher(client, self._scripts.enqueue)
+        self._settle = ScriptBatcher(client, self._scripts.settle)
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_crashes = max_crashes
         self.worker_name = worker_name
 
     async def publish(self, items: Sequence[Outgoing]) -> list[bool]:
-        """Run the enqueue script for every item in one pipeline."""
+        """Run the enqueue script for each item: concurrent single sends share one pipeline."""
+        if len(items) == 1:
+            keys, args = self._enqueue_call(items[0])
+            return [int((await self._enqueue.call(keys, args))[0]) == 1]
         async with self._client.pipeline(transaction=False) as pipe:
             for item in items:
-                msg, k = item.message, self._keys
-                await self._scripts.enqueue(
-                    keys=[k.task(msg.id), k.stream(msg.queue), k.delayed(msg.queue)],
-                    args=[msg.id, msg.name, msg.queue, item.payload, msg.delay_ms,
-                          "" if msg.eta_ms is None else msg.eta_ms, k.wake(msg.queue)],
-                    client=pipe,
-                )
+                keys, args = self._enqueue_call(item)
+                await self._scripts.enqueue(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
         return [int(r[0]) == 1 for r in replies]
+
+    def _enqueue_call(self, item: Outgoing) -> tuple[list[str], list[str | int | bytes]]:
+        msg, k = item.message, self._keys
+        return (
+            [k.task(msg.id), k.stream(msg.queue), k.delayed(msg.queue)],
+            [msg.id, msg.name, msg.queue, item.payload, msg.delay_ms,
+             "" if msg.eta_ms is None else msg.eta_ms, k.wake(msg.queue)],
+        )
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:
         """Create each queue's consumer group at id 0 (never ``$``: earlier entries would be skipped)."""
@@ -99,11 +108,11 @@ class RedisBroker:
         """Store the outcome and XACK + XDEL in one fenced script."""
         k = self._keys
         error = orjson.dumps(settlement.error.to_json()) if settlement.error else b""
-        done = await self._scripts.settle(
-            keys=[k.task(delivery.task_id), k.stream(delivery.queue), k.dead(delivery.queue)],
-            args=[GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
-                  error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
-                  self.worker_name],
+        done = await self._settle.call(
+            [k.task(delivery.task_id), k.stream(delivery.queue), k.dead(delivery.queue)],
+            [GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
+             error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
+             self.worker_name],
         )
         if not done:
             log.warning("task %s attempt %d was no longer ours; its outcome was not stored",

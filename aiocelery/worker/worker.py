@@ -124,7 +124,8 @@ class Worker:
         consumer = broker.consumer(self.queues, self.consumer_name)
         executor = Executor(self.app.registry, self.name, threads=self.concurrency)
         settler = Settler(broker, self)
-        send, recv = anyio.create_memory_object_stream[Delivery](self.concurrency)
+        # XREADGROUP's COUNT applies per stream, so one fetch may bring up to count x queues.
+        send, recv = anyio.create_memory_object_stream[Delivery](self.concurrency * len(self.queues))
         try:
             async with anyio.create_task_group() as side:
                 side.start_soon(self._promote, broker)
@@ -187,9 +188,9 @@ class Worker:
                     log.warning("fetch failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc, delay)
                     await anyio.sleep(delay)
             self._fetch_scope = None
+            self._inflight += len(deliveries)
             for d in deliveries:
-                self._inflight += 1
-                send.send_nowait(d)
+                await send.send(d)
 
     async def _free_slots(self) -> int:
         while self._inflight >= self.concurrency and not self._stopping.is_set():
