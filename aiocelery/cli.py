@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     worker.add_argument("-A", "--app", required=True, metavar="MODULE[:ATTR]",
                         help="the App to run, e.g. proj.tasks:app (ATTR defaults to 'app')")
-    worker.add_argument("-c", "--concurrency", type=int, default=10, metavar="N",
+    worker.add_argument("-c", "--concurrency", type=_positive_int, default=10, metavar="N",
                         help="tasks run at once (default: 10)")
     worker.add_argument("-Q", "--queues", default=None, metavar="Q1,Q2",
                         help="comma-separated queues to consume (default: the app's default_queue)")
@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log level (default: info)")
     worker.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def load_app(spec: str) -> App:

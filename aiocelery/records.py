@@ -41,6 +41,8 @@ class Delivery:
     payload: bytes
     redelivered: bool
     """True when an earlier attempt was handed to some worker before."""
+    worker: str = ""
+    """Name of the worker running it (stored on the task record)."""
 
 
 @dataclass(frozen=True, slots=True)

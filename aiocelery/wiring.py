@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 
 from ._redis.client import Client, command_client
@@ -39,15 +37,13 @@ class Connections:
 
 def connect(config: Config) -> Connections:
     """Create (lazily connecting) clients for ``config``."""
-    worker_name = f"{socket.gethostname()}:{os.getpid()}"
     if config.is_memory:
         store = MemoryStore()
-        broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes,
-                              worker_name=worker_name)
+        broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes)
         return Connections(broker, MemoryBackend(store))
     client = command_client(config.broker, config.max_connections)
     hub = PubSubHub(config.broker)
     keys = Keys(config.key_prefix)
     redis_broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
-                               max_crashes=config.max_crashes, worker_name=worker_name)
+                               max_crashes=config.max_crashes)
     return Connections(redis_broker, RedisBackend(client, hub, keys), client, hub)

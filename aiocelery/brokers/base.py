@@ -59,8 +59,8 @@ class Broker(Protocol):
         """Create whatever the queues need before the first fetch (idempotent)."""
         ...
 
-    def consumer(self, queues: Sequence[str], name: str) -> Consumer:
-        """A fetching endpoint for one worker, with its own blocking connection."""
+    def consumer(self, queues: Sequence[str], name: str, worker: str) -> Consumer:
+        """A fetching endpoint for worker ``worker``; ``name`` is unique per process."""
         ...
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:

@@ -98,11 +98,10 @@ class MemoryStore:
 class MemoryBroker:
     """The broker protocol over a ``MemoryStore``."""
 
-    def __init__(self, store: MemoryStore, *, result_ttl_s: float, max_crashes: int, worker_name: str = "") -> None:
+    def __init__(self, store: MemoryStore, *, result_ttl_s: float, max_crashes: int) -> None:
         self.store = store
         self._ttl_s = result_ttl_s
         self._max_crashes = max_crashes
-        self.worker_name = worker_name
 
     async def publish(self, items: Sequence[Outgoing]) -> list[bool]:
         """Mirror of enqueue.lua for each item."""
@@ -125,9 +124,9 @@ class MemoryBroker:
     async def ensure_queues(self, queues: Sequence[str]) -> None:
         """Nothing to create in memory."""
 
-    def consumer(self, queues: Sequence[str], name: str) -> MemoryConsumer:
+    def consumer(self, queues: Sequence[str], name: str, worker: str) -> MemoryConsumer:
         """A consumer taking deliveries for ``queues`` under ``name``."""
-        return MemoryConsumer(self, list(queues), name)
+        return MemoryConsumer(self, list(queues), name, worker)
 
     def _take(self, queues: Sequence[str], consumer: str, count: int) -> list[tuple[str, str, str]]:
         taken: list[tuple[str, str, str]] = []
@@ -139,13 +138,13 @@ class MemoryBroker:
                 taken.append((queue, entry_id, task_id))
         return taken
 
-    def _begin(self, queue: str, entry_id: str, task_id: str, consumer: str) -> Delivery | None:
+    def _begin(self, queue: str, entry_id: str, task_id: str, worker: str) -> Delivery | None:
         """Mirror of begin.lua for one delivery."""
         s = self.store
         e = s.record(task_id)
         if e is None:
             self._finish(queue, entry_id)
-            self._dead_letter(queue, task_id, "", "task record missing")
+            self._dead_letter(queue, task_id, "", "task record missing", worker)
             return None
         if e.state in states.READY_STATES:
             self._finish(queue, entry_id)
@@ -156,12 +155,12 @@ class MemoryBroker:
             reason = f"crashed its worker {e.crashes} times (max_crashes {self._max_crashes})"
             self._finish(queue, entry_id)
             self._terminal(e, Settlement(states.DEAD, reason=reason))
-            self._dead_letter(queue, task_id, e.name, reason)
+            self._dead_letter(queue, task_id, e.name, reason, worker)
             return None
         e.attempt += 1
-        e.state, e.started_ms, e.worker = states.STARTED, now_ms(), self.worker_name
+        e.state, e.started_ms, e.worker = states.STARTED, now_ms(), worker
         return Delivery(task_id=task_id, name=e.name, queue=queue, entry_id=entry_id, attempt=e.attempt,
-                        payload=e.payload, redelivered=e.attempt > 1)
+                        payload=e.payload, redelivered=e.attempt > 1, worker=worker)
 
     def _finish(self, queue: str, entry_id: str) -> None:
         self.store.pending.get(queue, {}).pop(entry_id, None)
@@ -172,9 +171,9 @@ class MemoryBroker:
         e.expires_at = time.monotonic() + self._ttl_s
         self.store.notify(e.task_id, e.state)
 
-    def _dead_letter(self, queue: str, task_id: str, name: str, reason: str) -> None:
+    def _dead_letter(self, queue: str, task_id: str, name: str, reason: str, worker: str) -> None:
         self.store.dead.setdefault(queue, []).append(
-            {"id": task_id, "name": name, "reason": reason, "time_ms": str(now_ms()), "worker": self.worker_name})
+            {"id": task_id, "name": name, "reason": reason, "time_ms": str(now_ms()), "worker": worker})
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
         """Mirror of settle.lua: fenced on the attempt, then store + ack + notify."""
@@ -186,7 +185,7 @@ class MemoryBroker:
         self._finish(delivery.queue, delivery.entry_id)
         self._terminal(e, settlement)
         if settlement.state == states.DEAD:
-            self._dead_letter(delivery.queue, e.task_id, e.name, settlement.reason)
+            self._dead_letter(delivery.queue, e.task_id, e.name, settlement.reason, delivery.worker)
         return True
 
     async def promote_forever(self, queues: Sequence[str]) -> None:
@@ -213,10 +212,11 @@ class MemoryBroker:
 class MemoryConsumer:
     """One worker's fetch endpoint on a MemoryBroker."""
 
-    def __init__(self, broker: MemoryBroker, queues: list[str], name: str) -> None:
+    def __init__(self, broker: MemoryBroker, queues: list[str], name: str, worker: str) -> None:
         self._broker = broker
         self._queues = queues
         self.name = name
+        self.worker = worker
 
     async def fetch(self, count: int, block_s: float) -> list[Delivery]:
         """Take up to ``count`` ready deliveries, waiting up to ``block_s`` for the first."""
@@ -226,7 +226,7 @@ class MemoryConsumer:
         while True:
             taken = b._take(self._queues, self.name, count)
             if taken:
-                return [d for d in (b._begin(q, e, t, self.name) for q, e, t in taken) if d is not None]
+                return [d for d in (b._begin(q, e, t, self.worker) for q, e, t in taken) if d is not None]
             store.changed.clear()
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -32,7 +32,7 @@ class RedisBroker:
     """Publishes, fetches, settles and releases tasks on one Redis."""
 
     def __init__(self, url: str, client: Client, hub: PubSubHub, keys: Keys, *, result_ttl_s: float,
-                 max_crashes: int, worker_name: str = "") -> None:
+                 max_crashes: int) -> None:
         self._url = url
         self._client = client
         self._hub = hub
@@ -42,7 +42,6 @@ class RedisBroker:
         self._settle = ScriptBatcher(client, self._scripts.settle)
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_crashes = max_crashes
-        self.worker_name = worker_name
 
     async def publish(self, items: Sequence[Outgoing]) -> list[bool]:
         """Run the enqueue script for each item: concurrent single sends share one pipeline."""
@@ -76,11 +75,11 @@ class RedisBroker:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def consumer(self, queues: Sequence[str], name: str) -> RedisConsumer:
+    def consumer(self, queues: Sequence[str], name: str, worker: str) -> RedisConsumer:
         """A consumer with its own blocking connection for XREADGROUP."""
-        return RedisConsumer(self, list(queues), name)
+        return RedisConsumer(self, list(queues), name, worker)
 
-    async def _begin(self, queue: str, consumer: str, entries: list[Any]) -> list[Delivery]:
+    async def _begin(self, queue: str, consumer: str, worker: str, entries: list[Any]) -> list[Delivery]:
         """Run begin.lua on a fetched batch of one queue; returns the deliveries to run."""
         pairs: list[str] = []
         task_keys: list[str] = []
@@ -90,7 +89,7 @@ class RedisBroker:
             task_keys.append(self._keys.task(task_id))
         rows = await self._scripts.begin(
             keys=[self._keys.stream(queue), self._keys.dead(queue), *task_keys],
-            args=[GROUP, consumer, self._max_crashes, self.worker_name, self._ttl_ms, self._keys.done_prefix, *pairs],
+            args=[GROUP, consumer, self._max_crashes, worker, self._ttl_ms, self._keys.done_prefix, *pairs],
         )
         out: list[Delivery] = []
         for row in rows:
@@ -101,7 +100,7 @@ class RedisBroker:
             attempt = int(row[3])
             out.append(Delivery(task_id=row[1].decode(), name=row[4].decode(), queue=queue,
                                 entry_id=row[2].decode(), attempt=attempt, payload=row[5],
-                                redelivered=attempt > 1 or int(row[6]) > 1))
+                                redelivered=attempt > 1 or int(row[6]) > 1, worker=worker))
         return out
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
@@ -112,7 +111,7 @@ class RedisBroker:
             [k.task(delivery.task_id), k.stream(delivery.queue), k.dead(delivery.queue)],
             [GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
              error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
-             self.worker_name],
+             delivery.worker],
         )
         if not done:
             log.warning("task %s attempt %d was no longer ours; its outcome was not stored",
@@ -166,10 +165,11 @@ class RedisBroker:
 class RedisConsumer:
     """One worker's fetch endpoint: XREADGROUP on a dedicated connection, then begin in a batch."""
 
-    def __init__(self, broker: RedisBroker, queues: list[str], name: str) -> None:
+    def __init__(self, broker: RedisBroker, queues: list[str], name: str, worker: str) -> None:
         self._broker = broker
         self._queues = queues
         self.name = name
+        self.worker = worker
         self._client: Client | None = None
 
     async def fetch(self, count: int, block_s: float) -> list[Delivery]:
@@ -194,7 +194,7 @@ class RedisConsumer:
         for queue in self._queues:
             entries = by_stream.get(b._keys.stream(queue))
             if entries:
-                deliveries += await b._begin(queue, self.name, entries)
+                deliveries += await b._begin(queue, self.name, self.worker, entries)
         return deliveries
 
     async def release(self) -> int:

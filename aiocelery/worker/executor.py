@@ -6,8 +6,6 @@ import functools
 import traceback
 from typing import Any
 
-import anyio
-
 from .. import states
 from ..context import TaskContext, _current
 from ..exceptions import EncodeError
@@ -15,6 +13,7 @@ from ..message import decode_payload, encode_value
 from ..records import Delivery, ErrorInfo, Settlement
 from ..registry import Registry
 from ..task import Task
+from .threads import DaemonThreadPool
 
 
 class Executor:
@@ -23,7 +22,8 @@ class Executor:
     def __init__(self, registry: Registry, worker_name: str, threads: int) -> None:
         self._registry = registry
         self._worker = worker_name
-        self._threads = anyio.CapacityLimiter(threads)
+        self.threads = DaemonThreadPool(threads)
+        """The pool plain ``def`` tasks run in."""
 
     async def run(self, d: Delivery) -> Settlement:
         """Execute ``d`` and return its outcome; never raises for a task's own error."""
@@ -57,9 +57,8 @@ class Executor:
     async def _call(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
         if task.is_async:
             return await task.fn(*args, **kwargs)
-        # anyio copies the caller's contextvars into the thread, so current_task() works there.
-        return await anyio.to_thread.run_sync(
-            functools.partial(task.fn, *args, **kwargs), limiter=self._threads, abandon_on_cancel=True)
+        # The pool copies the caller's contextvars into the thread, so current_task() works there.
+        return await self.threads.run(functools.partial(task.fn, *args, **kwargs))
 
 
 def _failure(d: Delivery, exc_type: str, message: str, tb: str) -> Settlement:

@@ -96,7 +96,7 @@ class Worker:
             log.warning("%s again: cancelling %d running task(s) and handing them back", sig.name, self._inflight)
             self.stop(immediate=True)
             return
-        log.warning("%s: stopping; %d task(s) in flight get %.0f s to finish (signal again to stop now)",
+        log.warning("%s: stopping; %d task(s) in flight get %g s to finish (signal again to stop now)",
                     sig.name, self._inflight, self.grace_s)
         self.stop()
 
@@ -121,7 +121,7 @@ class Worker:
         broker = self.app.broker
         if not await self._prepare(broker):
             return
-        consumer = broker.consumer(self.queues, self.consumer_name)
+        consumer = broker.consumer(self.queues, self.consumer_name, self.name)
         executor = Executor(self.app.registry, self.name, threads=self.concurrency)
         settler = Settler(broker, self)
         # XREADGROUP's COUNT applies per stream, so one fetch may bring up to count x queues.
@@ -140,8 +140,11 @@ class Worker:
                     consumers.cancel_scope.deadline = anyio.current_time() + self.grace_s
                 side.cancel_scope.cancel()
         finally:
+            executor.threads.shutdown()
             with anyio.CancelScope(shield=True):
                 await self._hand_back(consumer)
+            if executor.threads.abandoned:
+                log.warning("%d thread task(s) were abandoned still running", executor.threads.abandoned)
 
     async def _prepare(self, broker: Broker) -> bool:
         """Create the queues, waiting out an unreachable broker; False if stopped meanwhile."""
