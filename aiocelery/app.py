@@ -144,11 +144,18 @@ class App:
         return self._connections().backend
 
     def worker(self, name: str | None = None, *, concurrency: int = 10, queues: list[str] | None = None,
-               shutdown_grace_s: float | None = None) -> Worker:
-        """A worker for this app (the seed's NewWorker): ``await w.run()`` or ``async with w:``."""
-        from .worker.worker import Worker  # runtimes sit above the app; imported on use
+               shutdown_grace_s: float | None = None, max_tasks: int | None = None,
+               max_memory_mb: float | None = None) -> Worker:
+        """A worker for this app (the seed's NewWorker): ``await w.run()`` or ``async with w:``.
 
-        return Worker(self, name=name, concurrency=concurrency, queues=queues, shutdown_grace_s=shutdown_grace_s)
+        ``max_tasks`` / ``max_memory_mb``: drain and stop after that many tasks / above that RSS.
+        """
+        from .worker.limits import Limits  # runtimes sit above the app; imported on use
+        from .worker.worker import Worker
+
+        limits = Limits(max_tasks=max_tasks, max_memory_mb=max_memory_mb)
+        return Worker(self, name=name, concurrency=concurrency, queues=queues, shutdown_grace_s=shutdown_grace_s,
+                      limits=limits)
 
     def _connections(self) -> Connections:
         if self._conn is None:

@@ -24,7 +24,8 @@ Run a worker: fetch tasks from the app's queues and run them, N at a time.
 async def tasks run on the event loop; plain def tasks run in a thread pool of
 the same size. SIGTERM or SIGINT stops fetching, lets running tasks finish for
 --grace seconds and hands the rest back to the queue (exit code 0); a second
-signal hands them back at once.
+signal hands them back at once. Exit codes: 0 after a stop (signal, --max-tasks,
+--max-memory-mb), 3 when too many thread tasks were stuck (restart it).
 
 examples:
   python -m aiocelery worker -A proj.tasks:app
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker name shown in logs and task records (default: worker@HOSTNAME; %%h = host)")
     worker.add_argument("--grace", type=float, default=None, metavar="SECONDS",
                         help="seconds running tasks get to finish on SIGTERM (default: Config.shutdown_grace_s)")
+    worker.add_argument("--max-tasks", type=_positive_int, default=None, metavar="N",
+                        help="drain and exit (code 0) after N tasks, for a supervisor to restart the worker")
+    worker.add_argument("--max-memory-mb", type=float, default=None, metavar="MB",
+                        help="drain and exit (code 0) once resident memory exceeds MB")
     worker.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"],
                         help="log level (default: info)")
     worker.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
@@ -105,7 +110,8 @@ def run_worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     name = args.name.replace("%h", os.uname().nodename) if args.name else None
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
-    worker = app.worker(name, concurrency=args.concurrency, queues=queues, shutdown_grace_s=args.grace)
+    worker = app.worker(name, concurrency=args.concurrency, queues=queues, shutdown_grace_s=args.grace,
+                        max_tasks=args.max_tasks, max_memory_mb=args.max_memory_mb)
     loop_factory, loop_name = _loop_factory(args.no_uvloop)
     print(banner(args.app, worker, loop_name), flush=True)
 
@@ -117,7 +123,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())
-    return 0
+    return worker.exit_code
 
 
 def _loop_factory(disabled: bool) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:

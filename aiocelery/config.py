@@ -51,6 +51,12 @@ class Config:
     """On SIGTERM, how long in-flight tasks may finish before they are handed back to the queue."""
     fetch_block_s: float = 2.0
     """Longest single blocking read of the fetcher (it is re-issued; this only bounds one call)."""
+    lease_s: float = 30.0
+    """A running delivery's lease, renewed every third of it; a dead worker's tasks restart after it."""
+    reclaim_interval_s: float = 5.0
+    """How often a worker looks for deliveries whose lease expired (XAUTOCLAIM)."""
+    blocked_loop_warn_s: float = 1.0
+    """The watchdog warns, naming the task, when the event loop is blocked this long."""
     max_crashes: int = 3
     """Deliveries that started and never finished before a task is dead-lettered as poison."""
     max_connections: int = 64
@@ -74,7 +80,8 @@ class Config:
                 )
         if not self.default_queue or any(c in self.default_queue for c in "{}: "):
             raise ConfigError(f"default_queue {self.default_queue!r} must be non-empty without '{{}}: '")
-        for name in ("result_ttl_s", "send_timeout_s", "shutdown_grace_s", "fetch_block_s"):
+        for name in ("result_ttl_s", "send_timeout_s", "shutdown_grace_s", "fetch_block_s", "lease_s",
+                     "reclaim_interval_s", "blocked_loop_warn_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("max_payload_bytes", "max_crashes", "max_connections"):

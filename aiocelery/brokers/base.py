@@ -29,6 +29,18 @@ class Outgoing:
     payload: bytes
 
 
+class LeaseKeeper(Protocol):
+    """Renews leases of running deliveries; synchronous, so a thread can call it while the loop is blocked."""
+
+    def renew(self, held: Sequence[Delivery]) -> list[str]:
+        """Renew ``held``; return the entry ids whose lease is lost."""
+        ...
+
+    def close(self) -> None:
+        """Close its connection."""
+        ...
+
+
 class Consumer(Protocol):
     """One worker's view of the broker: fetch deliveries, hand back what it still holds."""
 
@@ -39,8 +51,16 @@ class Consumer(Protocol):
         """Take and start up to ``count`` deliveries, waiting up to ``block_s`` for the first."""
         ...
 
+    async def reclaim(self, count: int, min_idle_s: float) -> list[Delivery]:
+        """Take over up to ``count`` deliveries whose lease expired (their worker died) and start them."""
+        ...
+
     async def release(self) -> int:
         """Hand every unsettled delivery of this consumer back to its queue; returns how many."""
+        ...
+
+    def lease_keeper(self) -> LeaseKeeper | None:
+        """A keeper for this consumer's leases, or None where deliveries cannot outlive the process."""
         ...
 
     async def close(self) -> None:

@@ -236,6 +236,14 @@ class MemoryConsumer:
             except TimeoutError:
                 return []
 
+    async def reclaim(self, count: int, min_idle_s: float) -> list[Delivery]:
+        """Nothing to reclaim: memory deliveries die with their process."""
+        return []
+
+    def lease_keeper(self) -> None:
+        """No leases in memory."""
+        return None
+
     async def release(self) -> int:
         """Mirror of release.lua for every delivery this consumer still owns."""
         b, store, released = self._broker, self._broker.store, 0

@@ -19,6 +19,7 @@ from .._backoff import Backoff
 from .._redis.batcher import ScriptBatcher
 from .._redis.client import Client, blocking_client
 from .._redis.keys import GROUP, Keys
+from .._redis.leases import RedisLeaseKeeper
 from .._redis.pubsub import PubSubHub
 from .._redis.scripts import Scripts
 from ..records import Delivery, Settlement
@@ -196,6 +197,26 @@ class RedisConsumer:
             if entries:
                 deliveries += await b._begin(queue, self.name, self.worker, entries)
         return deliveries
+
+    async def reclaim(self, count: int, min_idle_s: float) -> list[Delivery]:
+        """XAUTOCLAIM deliveries idle past their lease (no locks: the command is atomic), then begin them."""
+        b = self._broker
+        out: list[Delivery] = []
+        for queue in self._queues:
+            if len(out) >= count:
+                break
+            stream = b._keys.stream(queue)
+            reply: Any = await b._client.xautoclaim(stream, GROUP, self.name, int(min_idle_s * 1000),
+                                                    start_id="0-0", count=count - len(out))
+            entries = [e for e in reply[1] if e and e[1]]
+            if entries:
+                log.warning("reclaiming %d delivery(ies) of queue %s whose lease expired", len(entries), queue)
+                out += await b._begin(queue, self.name, self.worker, entries)
+        return out
+
+    def lease_keeper(self) -> RedisLeaseKeeper:
+        """A lease keeper with its own synchronous connection."""
+        return RedisLeaseKeeper(self._broker._url, self._broker._keys, self.name)
 
     async def release(self) -> int:
         """Hand every delivery still pending for this consumer back to the tail of its queue."""

@@ -1,5 +1,8 @@
 """The worker: one fetcher feeding N consumers, plus the delayed-task promoter, in one task group.
 
+Beside the loop, two daemon threads: the lease thread renews running deliveries' leases (so a
+blocked loop cannot lose them) and the watchdog names any task that blocks the loop.
+
 Shutdown (SIGTERM/SIGINT or ``stop()``): stop fetching, let in-flight tasks finish within the
 grace period, cancel what is left, and hand every delivery still held back to its queue so
 another worker starts it at once. A second signal skips the grace period.
@@ -20,13 +23,17 @@ from typing import TYPE_CHECKING
 
 import anyio
 from anyio import CancelScope
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._backoff import Backoff
 from ..brokers.base import TRANSIENT_ERRORS, Broker, Consumer
 from ..records import Delivery
 from .executor import Executor
+from .fetcher import Fetcher, Slots
+from .leases import LeaseThread
+from .limits import Limits
 from .settle import Settler
+from .watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
     from ..app import App
@@ -38,7 +45,8 @@ class Worker:
     """Consumes ``queues`` with ``concurrency`` tasks at a time; ``await run()`` or ``async with``."""
 
     def __init__(self, app: App, *, name: str | None = None, concurrency: int = 10,
-                 queues: list[str] | None = None, shutdown_grace_s: float | None = None) -> None:
+                 queues: list[str] | None = None, shutdown_grace_s: float | None = None,
+                 limits: Limits | None = None) -> None:
         if concurrency < 1:
             raise ValueError(f"worker concurrency must be >= 1, got {concurrency}")
         self.app = app
@@ -50,6 +58,8 @@ class Worker:
         """The queues consumed, in priority order."""
         self.grace_s = shutdown_grace_s if shutdown_grace_s is not None else app.config.shutdown_grace_s
         """Seconds in-flight tasks may take to finish after a stop is requested."""
+        self.limits = limits or Limits()
+        """When to drain and exit by itself (max tasks, memory, abandoned threads)."""
         self.consumer_name = f"{self.name}:{os.getpid()}:{secrets.token_hex(4)}"
         """Unique owner name of this worker's deliveries."""
         self.processed = 0
@@ -58,11 +68,14 @@ class Worker:
         """Tasks settled as FAILURE or DEAD."""
         self.released = 0
         """Deliveries handed back at shutdown."""
+        self.exit_code = 0
+        """0, or ``Limits.EXIT_UNHEALTHY`` when it stopped because threads were stuck."""
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
-        self._slot_free = asyncio.Event()
-        self._inflight = 0
-        self._fetch_scope: CancelScope | None = None
+        self._slots = Slots(concurrency)
+        self._running: dict[str, CancelScope] = {}
+        self._by_task: dict[asyncio.Task[object], Delivery] = {}
+        self._fetcher: Fetcher | None = None
         self._consumers_scope: CancelScope | None = None
         self._background: asyncio.Task[None] | None = None
 
@@ -71,9 +84,9 @@ class Worker:
     def stop(self, *, immediate: bool = False) -> None:
         """Stop fetching and drain; ``immediate`` cancels running tasks and hands them back now."""
         self._stopping.set()
-        self._slot_free.set()
-        if self._fetch_scope is not None:
-            self._fetch_scope.cancel()
+        self._slots.wake()
+        if self._fetcher is not None:
+            self._fetcher.interrupt()
         if immediate and self._consumers_scope is not None:
             self._consumers_scope.cancel()
 
@@ -93,11 +106,11 @@ class Worker:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping.is_set():
-            log.warning("%s again: cancelling %d running task(s) and handing them back", sig.name, self._inflight)
+            log.warning("%s again: cancelling %d running task(s) and handing them back", sig.name, self._slots.used)
             self.stop(immediate=True)
             return
         log.warning("%s: stopping; %d task(s) in flight get %g s to finish (signal again to stop now)",
-                    sig.name, self._inflight, self.grace_s)
+                    sig.name, self._slots.used, self.grace_s)
         self.stop()
 
     async def __aenter__(self) -> Worker:
@@ -118,33 +131,51 @@ class Worker:
     # -- the task group ----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        broker = self.app.broker
+        broker, config = self.app.broker, self.app.config
         if not await self._prepare(broker):
             return
+        loop = asyncio.get_running_loop()
         consumer = broker.consumer(self.queues, self.consumer_name, self.name)
+        keeper = consumer.lease_keeper()
+        leases = LeaseThread(keeper, config.lease_s, loop, self._lease_lost) if keeper else None
+        watchdog = LoopWatchdog(loop, config.blocked_loop_warn_s, self._describe)
         executor = Executor(self.app.registry, self.name, threads=self.concurrency)
-        settler = Settler(broker, self)
-        # XREADGROUP's COUNT applies per stream, so one fetch may bring up to count x queues.
-        send, recv = anyio.create_memory_object_stream[Delivery](self.concurrency * len(self.queues))
+        self._fetcher = Fetcher(consumer, self._slots, block_s=config.fetch_block_s, lease_s=config.lease_s,
+                                reclaim_interval_s=config.reclaim_interval_s,
+                                leases_healthy=lambda: leases is None or leases.healthy)
+        for thread in (leases, watchdog):
+            if thread is not None:
+                thread.start()
         try:
-            async with anyio.create_task_group() as side:
-                side.start_soon(self._promote, broker)
-                async with anyio.create_task_group() as consumers:
-                    self._consumers_scope = consumers.cancel_scope
-                    for _ in range(self.concurrency):
-                        consumers.start_soon(self._consume, recv.clone(), executor, settler)
-                    recv.close()
-                    self._started.set()
-                    async with send:
-                        await self._fetch(consumer, send)
-                    consumers.cancel_scope.deadline = anyio.current_time() + self.grace_s
-                side.cancel_scope.cancel()
+            await self._serve(broker, executor, Settler(broker, self), leases)
         finally:
             executor.threads.shutdown()
+            watchdog.stop()
             with anyio.CancelScope(shield=True):
                 await self._hand_back(consumer)
+            if leases is not None:
+                await anyio.to_thread.run_sync(leases.stop)
             if executor.threads.abandoned:
                 log.warning("%d thread task(s) were abandoned still running", executor.threads.abandoned)
+
+    async def _serve(self, broker: Broker, executor: Executor, settler: Settler, leases: LeaseThread | None) -> None:
+        assert self._fetcher is not None
+        # XREADGROUP's COUNT applies per stream, so one fetch may bring up to count x queues.
+        send, recv = anyio.create_memory_object_stream[Delivery](self.concurrency * len(self.queues))
+        async with anyio.create_task_group() as side:
+            side.start_soon(self._promote, broker)
+            async with anyio.create_task_group() as consumers:
+                self._consumers_scope = consumers.cancel_scope
+                for _ in range(self.concurrency):
+                    consumers.start_soon(self._consume, recv.clone(), executor, settler, leases)
+                recv.close()
+                self._started.set()
+                log.info("worker %s ready: consuming %s with concurrency %d", self.name,
+                         ", ".join(self.queues), self.concurrency)
+                async with send:
+                    await self._fetcher.run(send, self._stopping)
+                consumers.cancel_scope.deadline = anyio.current_time() + self.grace_s
+            side.cancel_scope.cancel()
 
     async def _prepare(self, broker: Broker) -> bool:
         """Create the queues, waiting out an unreachable broker; False if stopped meanwhile."""
@@ -171,46 +202,55 @@ class Worker:
             log.warning("handed %d unfinished task(s) back to the queue", self.released)
         log.info("worker %s stopped: %d processed, %d failed", self.name, self.processed, self.failed)
 
-    async def _fetch(self, consumer: Consumer, send: MemoryObjectSendStream[Delivery]) -> None:
-        backoff = Backoff()
-        block_s = self.app.config.fetch_block_s
-        while not self._stopping.is_set():
-            free = await self._free_slots()
-            if free == 0:
-                continue
-            deliveries: list[Delivery] = []
-            with anyio.CancelScope() as scope:
-                self._fetch_scope = scope
-                if self._stopping.is_set():
-                    scope.cancel()
-                try:
-                    deliveries = await consumer.fetch(free, block_s)
-                    backoff.reset()
-                except TRANSIENT_ERRORS as exc:
-                    delay = backoff.next_delay()
-                    log.warning("fetch failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc, delay)
-                    await anyio.sleep(delay)
-            self._fetch_scope = None
-            self._inflight += len(deliveries)
-            for d in deliveries:
-                await send.send(d)
-
-    async def _free_slots(self) -> int:
-        while self._inflight >= self.concurrency and not self._stopping.is_set():
-            self._slot_free.clear()
-            await self._slot_free.wait()
-        return 0 if self._stopping.is_set() else self.concurrency - self._inflight
+    # -- one delivery ------------------------------------------------------------------------
 
     async def _consume(self, recv: MemoryObjectReceiveStream[Delivery], executor: Executor,
-                       settler: Settler) -> None:
+                       settler: Settler, leases: LeaseThread | None) -> None:
+        current = asyncio.current_task()
         async with recv:
             async for d in recv:
+                if leases is not None:
+                    leases.hold(d)
                 try:
-                    settlement = await executor.run(d)
-                    await settler.settle(d, settlement)
+                    with anyio.CancelScope() as scope:
+                        self._running[d.entry_id] = scope
+                        if current is not None:
+                            self._by_task[current] = d
+                        settlement = await executor.run(d)
+                    self._running.pop(d.entry_id, None)
+                    if not scope.cancelled_caught:
+                        await settler.settle(d, settlement)
                 finally:
-                    self._inflight -= 1
-                    self._slot_free.set()
+                    self._running.pop(d.entry_id, None)
+                    if current is not None:
+                        self._by_task.pop(current, None)
+                    if leases is not None:
+                        leases.drop(d)
+                    self._slots.give()
+                self._check_limits(executor)
+
+    def _lease_lost(self, entry_id: str) -> None:
+        scope = self._running.get(entry_id)
+        if scope is not None:
+            log.warning("lease of delivery %s lost (another worker took it over); cancelling the local run",
+                        entry_id)
+            scope.cancel()
+
+    def _check_limits(self, executor: Executor) -> None:
+        if self._stopping.is_set():
+            return
+        reason = self.limits.exceeded(self.processed, executor.threads.stuck)
+        if reason:
+            log.warning("%s: draining and exiting for the supervisor to restart this worker", reason)
+            if self.limits.unhealthy(executor.threads.stuck):
+                self.exit_code = Limits.EXIT_UNHEALTHY
+            self.stop()
+
+    def _describe(self, task: asyncio.Task[object] | None) -> str:
+        d = self._by_task.get(task) if task is not None else None
+        if d is None:
+            return f"asyncio task {task.get_name() if task else '?'} (not a task run)"
+        return f"task {d.name}[{d.task_id}] (attempt {d.attempt})"
 
     async def _promote(self, broker: Broker) -> None:
         backoff = Backoff()
@@ -220,5 +260,4 @@ class Worker:
             except Exception as exc:
                 delay = backoff.next_delay()
                 log.warning("delayed-task promoter failed (%s); restarting in %.2f s", exc, delay)
-                with contextlib.suppress(Exception):
-                    await anyio.sleep(delay)
+                await anyio.sleep(delay)

@@ -1,0 +1,45 @@
+"""Lease renewal on its own synchronous connection, callable from a watchdog thread.
+
+Because it never touches the event loop, a task that blocks the loop cannot stop the renewal of
+its own (or anyone else's) leases.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from importlib import resources
+
+import redis
+
+from ..records import Delivery
+from .keys import GROUP, Keys
+
+
+class RedisLeaseKeeper:
+    """Renews a consumer's leases with renew.lua; reports the ones that were lost."""
+
+    def __init__(self, url: str, keys: Keys, consumer: str) -> None:
+        self._client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        text = resources.files("aiocelery.brokers").joinpath("lua", "renew.lua").read_text("utf-8")
+        self._renew = self._client.register_script(text)
+        self._keys = keys
+        self._consumer = consumer
+
+    def renew(self, held: Sequence[Delivery]) -> list[str]:
+        """Reset the lease of every delivery in ``held``; returns entry ids whose lease is lost."""
+        by_queue: dict[str, list[Delivery]] = defaultdict(list)
+        for d in held:
+            by_queue[d.queue].append(d)
+        lost: list[str] = []
+        for queue, deliveries in by_queue.items():
+            args: list[str | int] = [GROUP, self._consumer]
+            for d in deliveries:
+                args += [d.entry_id, d.attempt]
+            keys = [self._keys.stream(queue), *(self._keys.task(d.task_id) for d in deliveries)]
+            lost += [e.decode() if isinstance(e, bytes) else str(e) for e in self._renew(keys=keys, args=args)]
+        return lost
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._client.close()

@@ -1,0 +1,18 @@
+-- requeue: move a dead-lettered task back to its queue, keeping its id; crash count reset.
+-- KEYS: 1 task hash, 2 stream, 3 dead stream
+-- ARGV: 1 dead entry id, 2 task id
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  return {0, 'the task record is gone (expired or never stored); send the task again'}
+end
+if redis.call('HEXISTS', KEYS[1], 'payload') == 0 then
+  return {0, 'the task record has no payload left; send the task again'}
+end
+if state ~= 'DEAD' and state ~= 'FAILURE' then
+  return {0, 'the task is ' .. state .. ', not dead'}
+end
+redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[1], 'state', 'PENDING', 'crashes', 0, 'reason', '', 'error', '', 'result', '')
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[2])
+redis.call('XDEL', KEYS[3], ARGV[1])
+return {1, 'PENDING'}

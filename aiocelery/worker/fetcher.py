@@ -1,0 +1,107 @@
+"""The fetcher: takes deliveries only for free slots, reclaims expired leases, survives outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+from anyio import CancelScope
+from anyio.streams.memory import MemoryObjectSendStream
+
+from .._backoff import Backoff
+from ..brokers.base import TRANSIENT_ERRORS, Consumer
+from ..records import Delivery
+
+log = logging.getLogger("aiocelery.worker")
+
+
+class Slots:
+    """Counts running deliveries against the concurrency; the fetcher waits for a free one."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    def take(self, n: int) -> None:
+        """Mark ``n`` slots busy."""
+        self.used += n
+
+    def give(self) -> None:
+        """Free one slot."""
+        self.used -= 1
+        self._freed.set()
+
+    def wake(self) -> None:
+        """Wake a waiter without freeing anything (used when stopping)."""
+        self._freed.set()
+
+    async def wait_free(self, stopping: asyncio.Event) -> int:
+        """Wait until a slot is free; how many are (0 when stopping)."""
+        while self.used >= self.size and not stopping.is_set():
+            self._freed.clear()
+            await self._freed.wait()
+        return 0 if stopping.is_set() else self.size - self.used
+
+
+class Fetcher:
+    """Feeds the consumers: XAUTOCLAIM of expired leases every interval, then a blocking fetch."""
+
+    def __init__(self, consumer: Consumer, slots: Slots, *, block_s: float, lease_s: float,
+                 reclaim_interval_s: float, leases_healthy: Callable[[], bool]) -> None:
+        self._consumer = consumer
+        self._slots = slots
+        self._block_s = block_s
+        self._lease_s = lease_s
+        self._reclaim_every = reclaim_interval_s
+        self._leases_healthy = leases_healthy
+        self._next_reclaim = time.monotonic() + reclaim_interval_s
+        self._scope: CancelScope | None = None
+        self.outage = False
+        """True while the broker is unreachable."""
+
+    def interrupt(self) -> None:
+        """Cancel a blocking fetch in progress (on stop)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self, send: MemoryObjectSendStream[Delivery], stopping: asyncio.Event) -> None:
+        """Fetch until ``stopping`` is set; deliveries it took but could not pass on stay owned
+        by this consumer and are handed back by the worker at shutdown."""
+        backoff = Backoff()
+        while not stopping.is_set():
+            free = await self._slots.wait_free(stopping)
+            if free == 0:
+                continue
+            deliveries: list[Delivery] = []
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                if stopping.is_set():
+                    scope.cancel()
+                try:
+                    deliveries = await self._take(free)
+                    backoff.reset()
+                    self.outage = False
+                except TRANSIENT_ERRORS as exc:
+                    self.outage = True
+                    delay = backoff.next_delay()
+                    log.warning("fetch failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc, delay)
+                    await anyio.sleep(delay)
+            self._scope = None
+            self._slots.take(len(deliveries))
+            for d in deliveries:
+                await send.send(d)
+
+    async def _take(self, free: int) -> list[Delivery]:
+        taken: list[Delivery] = []
+        if time.monotonic() >= self._next_reclaim and self._leases_healthy():
+            # after an outage, our own leases are renewed (healthy) before we reclaim anyone's
+            self._next_reclaim = time.monotonic() + self._reclaim_every
+            taken = await self._consumer.reclaim(free, self._lease_s)
+        if len(taken) < free:
+            block = min(self._block_s, max(0.001, self._next_reclaim - time.monotonic()))
+            taken += await self._consumer.fetch(free - len(taken), block)
+        return taken
