@@ -63,6 +63,19 @@ class Settlement:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry of a queue's dead-letter stream."""
+
+    entry_id: str
+    task_id: str
+    name: str
+    reason: str
+    time_ms: int
+    worker: str
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRecord:
     """What the result backend knows about one task id."""
 

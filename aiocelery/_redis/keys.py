@@ -9,6 +9,7 @@ Per queue ``Q`` (one hash tag, so a queue's stream, delayed set and dead letters
 
 Per task (by id alone, so ``AsyncResult(id)`` in any process finds it without knowing the queue)::
 
+    <prefix>:epoch          STRING  written by the first worker; gone = Redis lost its data
     <prefix>:task:<id>      HASH    name, queue, payload, state, attempt, crashes, times, result, error
     channel <prefix>:done:<id>      published on every terminal transition
 """
@@ -50,6 +51,11 @@ class Keys:
     def done(self, task_id: str) -> str:
         """Channel announcing the task's terminal state."""
         return f"{self.prefix}:done:{task_id}"
+
+    @property
+    def epoch(self) -> str:
+        """Set once by the first worker; its absence later means Redis lost its data."""
+        return f"{self.prefix}:epoch"
 
     @property
     def done_prefix(self) -> str:

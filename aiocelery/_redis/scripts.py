@@ -23,9 +23,10 @@ class Scripts:
     settle: AsyncScript
     release: AsyncScript
     promote: AsyncScript
+    requeue: AsyncScript
 
     @classmethod
     def register(cls, client: Client) -> Scripts:
         """Register every script with ``client``."""
-        names = ("enqueue", "begin", "settle", "release", "promote")
+        names = ("enqueue", "begin", "settle", "release", "promote", "requeue")
         return cls(**{name: client.register_script(_text(name)) for name in names})

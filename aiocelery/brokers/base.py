@@ -14,7 +14,7 @@ from typing import Protocol
 import redis.exceptions
 
 from ..message import TaskMessage
-from ..records import Delivery, Settlement
+from ..records import DeadLetter, Delivery, Settlement
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -85,6 +85,22 @@ class Broker(Protocol):
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
         """Store the outcome and acknowledge atomically; False if the attempt was no longer ours."""
+        ...
+
+    async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters of ``queue``."""
+        ...
+
+    async def requeue_dead(self, queue: str, entry_id: str) -> None:
+        """Send a dead-lettered task back to its queue with the same id; ValueError says why not."""
+        ...
+
+    async def purge_dead(self, queue: str) -> int:
+        """Delete every dead letter of ``queue``; returns how many."""
+        ...
+
+    async def health_warnings(self) -> list[str]:
+        """Broker settings that weaken the delivery contract (eviction, no persistence, old server)."""
         ...
 
     async def promote_forever(self, queues: Sequence[str]) -> None:

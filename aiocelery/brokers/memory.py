@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .. import states
-from ..records import Delivery, ErrorInfo, Settlement, TaskRecord
+from ..records import DeadLetter, Delivery, ErrorInfo, Settlement, TaskRecord
 from .base import Outgoing
 
 Listener = Callable[[bytes | None], None]
@@ -173,7 +173,8 @@ class MemoryBroker:
 
     def _dead_letter(self, queue: str, task_id: str, name: str, reason: str, worker: str) -> None:
         self.store.dead.setdefault(queue, []).append(
-            {"id": task_id, "name": name, "reason": reason, "time_ms": str(now_ms()), "worker": worker})
+            {"entry_id": f"{next(self.store._ids)}-0", "id": task_id, "name": name, "reason": reason,
+             "time_ms": str(now_ms()), "worker": worker})
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
         """Mirror of settle.lua: fenced on the attempt, then store + ack + notify."""
@@ -187,6 +188,35 @@ class MemoryBroker:
         if settlement.state == states.DEAD:
             self._dead_letter(delivery.queue, e.task_id, e.name, settlement.reason, delivery.worker)
         return True
+
+    async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
+        """The queue's dead letters, oldest first."""
+        return [
+            DeadLetter(entry_id=f["entry_id"], task_id=f["id"], name=f["name"], reason=f["reason"],
+                       time_ms=int(f["time_ms"]), worker=f["worker"])
+            for f in self.store.dead.get(queue, [])[:count]
+        ]
+
+    async def requeue_dead(self, queue: str, entry_id: str) -> None:
+        """Mirror of requeue.lua."""
+        letters = self.store.dead.get(queue, [])
+        letter = next((f for f in letters if f["entry_id"] == entry_id), None)
+        if letter is None:
+            raise ValueError(f"no dead letter {entry_id} in queue {queue!r}")
+        e = self.store.record(letter["id"])
+        if e is None or e.state not in (states.DEAD, states.FAILURE):
+            raise ValueError(f"cannot requeue task {letter['id']}: its record is gone or not dead")
+        e.state, e.crashes, e.reason, e.error, e.result, e.expires_at = states.PENDING, 0, "", None, None, None
+        letters.remove(letter)
+        self.store.add_ready(queue, e.task_id)
+
+    async def purge_dead(self, queue: str) -> int:
+        """Forget the queue's dead letters."""
+        return len(self.store.dead.pop(queue, []))
+
+    async def health_warnings(self) -> list[str]:
+        """memory:// keeps nothing across restarts; say so once."""
+        return ["memory:// broker: tasks live in this process only and vanish when it exits"]
 
     async def promote_forever(self, queues: Sequence[str]) -> None:
         """Move due tasks to ready; sleep until the next due time or a new delayed task."""

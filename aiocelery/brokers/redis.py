@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from .._redis.keys import GROUP, Keys
 from .._redis.leases import RedisLeaseKeeper
 from .._redis.pubsub import PubSubHub
 from .._redis.scripts import Scripts
-from ..records import Delivery, Settlement
+from ..records import DeadLetter, Delivery, ErrorInfo, Settlement
 from .base import Outgoing
 
 log = logging.getLogger("aiocelery.broker")
@@ -66,6 +67,7 @@ class RedisBroker:
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:
         """Create each queue's consumer group at id 0 (never ``$``: earlier entries would be skipped)."""
+        await self._client.set(self._keys.epoch, str(time.time()), nx=True)
         for queue in queues:
             await self._create_group(queue)
 
@@ -119,6 +121,52 @@ class RedisBroker:
                         delivery.task_id, delivery.attempt)
         return bool(done)
 
+    async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
+        """XRANGE of the queue's dead-letter stream."""
+        entries: Any = await self._client.xrange(self._keys.dead(queue), count=count)
+        return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+
+    async def requeue_dead(self, queue: str, entry_id: str) -> None:
+        """requeue.lua: the task goes back to the stream with its id; its dead letter is removed."""
+        entries: Any = await self._client.xrange(self._keys.dead(queue), entry_id, entry_id)
+        if not entries:
+            raise ValueError(f"no dead letter {entry_id} in queue {queue!r}")
+        task_id = entries[0][1].get(b"id", b"").decode()
+        ok, why = await self._scripts.requeue(
+            keys=[self._keys.task(task_id), self._keys.stream(queue), self._keys.dead(queue)],
+            args=[entry_id, task_id])
+        if not int(ok):
+            raise ValueError(f"cannot requeue task {task_id} (dead letter {entry_id}): {why.decode()}")
+
+    async def purge_dead(self, queue: str) -> int:
+        """Delete the dead-letter stream."""
+        key = self._keys.dead(queue)
+        count = int(await self._client.xlen(key))
+        await self._client.delete(key)
+        return count
+
+    async def health_warnings(self) -> list[str]:
+        """Check eviction policy, persistence and server version (RELIABILITY.md section 6)."""
+        info: Any = await self._client.info("server")
+        warnings = []
+        version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+        if version < (6, 2):
+            warnings.append(f"Redis {info.get('redis_version')} is older than 6.2; XAUTOCLAIM needs 6.2")
+        try:
+            conf: Any = await self._client.config_get("maxmemory-policy")
+            policy = conf.get("maxmemory-policy", "noeviction")
+            if policy != "noeviction":
+                warnings.append(f"maxmemory-policy is {policy}: Redis may evict queue keys and lose tasks; "
+                                "set it to noeviction")
+            persistence: Any = await self._client.config_get("appendonly")
+            snapshots: Any = await self._client.config_get("save")
+            if persistence.get("appendonly") != "yes" and not snapshots.get("save"):
+                warnings.append("persistence is off (appendonly no, no save points): a Redis restart loses "
+                                "every queued task; enable AOF (appendfsync everysec or always)")
+        except aioredis.ResponseError:
+            pass  # CONFIG is disabled (managed Redis): nothing to check
+        return warnings
+
     async def promote_forever(self, queues: Sequence[str]) -> None:
         """Move due tasks to their streams; sleep until the next due time or a wake message."""
         wake = asyncio.Event()
@@ -163,6 +211,16 @@ class RedisBroker:
         """Nothing of its own to close: the app closes the shared client and hub."""
 
 
+def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+    def text(name: str) -> str:
+        return fields.get(name.encode(), b"").decode()
+
+    error = text("error")
+    return DeadLetter(entry_id=entry_id.decode(), task_id=text("id"), name=text("name"), reason=text("reason"),
+                      time_ms=int(text("time_ms") or 0), worker=text("worker"),
+                      error=ErrorInfo.from_json(orjson.loads(error)) if error else None)
+
+
 class RedisConsumer:
     """One worker's fetch endpoint: XREADGROUP on a dedicated connection, then begin in a batch."""
 
@@ -185,7 +243,11 @@ class RedisConsumer:
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            log.warning("consumer group missing (Redis restarted or queue deleted); recreating it")
+            if not await b._client.exists(b._keys.epoch):
+                log.error("DATA LOSS: Redis lost its data (restarted without persistence, or flushed); tasks "
+                          "queued or running before are gone and their waiters get ResultLost. Enable AOF.")
+            else:
+                log.warning("consumer group missing (queue deleted?); recreating it")
             await b.ensure_queues(self._queues)
             return []
         if not reply:

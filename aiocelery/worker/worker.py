@@ -183,6 +183,8 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 await broker.ensure_queues(self.queues)
+                for warning in await broker.health_warnings():
+                    log.warning("%s", warning)
                 return True
             except TRANSIENT_ERRORS as exc:
                 delay = backoff.next_delay()

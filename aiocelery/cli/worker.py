@@ -1,20 +1,18 @@
-"""``python -m aiocelery``: run a worker (more operator commands come with later issues)."""
+"""``python -m aiocelery worker``: run a worker with a banner, logs and signal handling."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from . import __version__
-from .app import App
-from .config import redact_url
-from .worker.worker import Worker
+from .. import __version__
+from ..config import redact_url
+from ..worker.worker import Worker
+from .common import add_app_argument, load_app, positive_int
 
 log = logging.getLogger("aiocelery")
 
@@ -33,19 +31,12 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="python -m aiocelery",
-        description="aiocelery: an asyncio-native distributed task queue on Redis.",
-    )
-    parser.add_argument("--version", action="version", version=f"aiocelery {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def add_parser(commands: Any) -> None:
+    """Register the ``worker`` subcommand."""
     worker = commands.add_parser("worker", help="run a worker", description=WORKER_HELP,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    worker.add_argument("-A", "--app", required=True, metavar="MODULE[:ATTR]",
-                        help="the App to run, e.g. proj.tasks:app (ATTR defaults to 'app')")
-    worker.add_argument("-c", "--concurrency", type=_positive_int, default=10, metavar="N",
+    add_app_argument(worker)
+    worker.add_argument("-c", "--concurrency", type=positive_int, default=10, metavar="N",
                         help="tasks run at once (default: 10)")
     worker.add_argument("-Q", "--queues", default=None, metavar="Q1,Q2",
                         help="comma-separated queues to consume (default: the app's default_queue)")
@@ -53,40 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker name shown in logs and task records (default: worker@HOSTNAME; %%h = host)")
     worker.add_argument("--grace", type=float, default=None, metavar="SECONDS",
                         help="seconds running tasks get to finish on SIGTERM (default: Config.shutdown_grace_s)")
-    worker.add_argument("--max-tasks", type=_positive_int, default=None, metavar="N",
+    worker.add_argument("--max-tasks", type=positive_int, default=None, metavar="N",
                         help="drain and exit (code 0) after N tasks, for a supervisor to restart the worker")
     worker.add_argument("--max-memory-mb", type=float, default=None, metavar="MB",
                         help="drain and exit (code 0) once resident memory exceeds MB")
     worker.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"],
                         help="log level (default: info)")
     worker.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
-    return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def load_app(spec: str) -> App:
-    """Import ``module:attr`` (attr defaults to ``app``) and check it is an App."""
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"error: cannot import {module_name!r} for -A {spec}: {exc}") from None
-    app: Any = getattr(module, attr or "app", None)
-    if not isinstance(app, App):
-        raise SystemExit(f"error: {spec} is not an aiocelery App (found {type(app).__name__}); "
-                         "point -A at module:variable holding App(...)")
-    return app
+    worker.set_defaults(handler=run_worker)
 
 
 def banner(spec: str, worker: Worker, loop_name: str) -> str:
@@ -134,11 +99,3 @@ def _loop_factory(disabled: bool) -> tuple[Callable[[], asyncio.AbstractEventLoo
     except ImportError:
         return None, "asyncio (uvloop not installed)"
     return uvloop.new_event_loop, "uvloop"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m aiocelery``."""
-    args = build_parser().parse_args(argv)
-    if args.command == "worker":
-        return run_worker(args)
-    return 2

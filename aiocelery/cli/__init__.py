@@ -1,0 +1,29 @@
+"""``python -m aiocelery``: the command line (``worker``, ``dead``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from .. import __version__
+from . import dead, worker
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aiocelery",
+        description="aiocelery: an asyncio-native distributed task queue on Redis.",
+    )
+    parser.add_argument("--version", action="version", version=f"aiocelery {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    worker.add_parser(commands)
+    dead.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m aiocelery``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code

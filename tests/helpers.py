@@ -1,0 +1,99 @@
+"""Helpers shared by the test modules: app factories and looks behind the broker's back.
+
+The looks (dead letters, injected deliveries, raw Redis) read the same facts on memory:// and on
+Redis, so one test can assert them on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from aiocelery import App
+from aiocelery._redis.keys import Keys
+from aiocelery.brokers.memory import MemoryBroker, MemoryStore
+
+from .conftest import make_config
+
+
+class Apps:
+    """Makes Apps for one test (``kind``, per-test prefix) and closes every one of them on exit."""
+
+    def __init__(self, kind: str, redis_url: str, key_prefix: str) -> None:
+        self.kind = kind
+        self.redis_url = redis_url
+        self.key_prefix = key_prefix
+        self._made: list[App] = []
+
+    def __call__(self, **changes: Any) -> App:
+        changes.setdefault("fetch_block_s", 0.5)
+        app = App(make_config(self.kind, self.redis_url, self.key_prefix, **changes))
+        self._made.append(app)
+        return app
+
+    async def __aenter__(self) -> Apps:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        for app in self._made:
+            await app.close()
+
+
+def memory_store(app: App) -> MemoryStore:
+    """The MemoryStore behind a memory:// app."""
+    broker = app.broker
+    assert isinstance(broker, MemoryBroker)
+    return broker.store
+
+
+@asynccontextmanager
+async def raw_redis(url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain redis-py client for looking at keys directly; closed on exit."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def dead_letters(app: App, queue: str) -> list[dict[str, str]]:
+    """The dead-letter entries of ``queue``: memory's list, or XRANGE of the Redis dead stream."""
+    if app.config.is_memory:
+        return [dict(entry) for entry in memory_store(app).dead.get(queue, [])]
+    async with raw_redis(app.config.broker) as client:
+        entries: Any = await client.xrange(Keys(app.config.key_prefix).dead(queue))
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
+
+async def inject_delivery(app: App, queue: str, task_id: str) -> None:
+    """Add a delivery of ``task_id`` to ``queue``'s ready entries, as a reclaim or a duplicate would."""
+    if app.config.is_memory:
+        memory_store(app).add_ready(queue, task_id)
+        return
+    async with raw_redis(app.config.broker) as client:
+        await client.xadd(Keys(app.config.key_prefix).stream(queue), {"id": task_id})
+
+
+async def subscriber_count(app: App, task_id: str) -> int:
+    """How many listeners wait on ``task_id``'s done notification (memory) or channel (Redis)."""
+    if app.config.is_memory:
+        return len(memory_store(app).listeners.get(task_id, []))
+    async with raw_redis(app.config.broker) as client:
+        counts: Any = await client.pubsub_numsub(Keys(app.config.key_prefix).done(task_id))
+    return int(counts[0][1])
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> bool:
+    """True as soon as ``check()`` is; False if it never is within ``timeout`` (no timing asserted)."""
+    steps = int(timeout / 0.02)
+    for _ in range(steps):
+        if await check():
+            return True
+        await asyncio.sleep(0.02)
+    return await check()
