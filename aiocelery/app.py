@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from .backends.base import ResultBackend
 from .brokers.base import Broker, Outgoing
 from .config import Config, redact_url
-from .exceptions import EncodeError, SendError
+from .exceptions import ConfigError, EncodeError, SendError, TaskArgumentsError
 from .message import TaskMessage
 from .registry import Registry
 from .result import AsyncResult
@@ -86,7 +86,11 @@ class App:
     ) -> AsyncResult[Any]:
         """Send a task by name or Signature, even one this process has not registered (SendTask)."""
         if isinstance(sig, Signature):
-            sig_args, sig_kwargs = sig.resolved()
+            task_id = task_id or sig.task_id or str(uuid.uuid4())
+            try:
+                sig_args, sig_kwargs = sig.resolved()
+            except TypeError as exc:
+                raise TaskArgumentsError(f"{exc} (task id {task_id}); nothing was sent") from None
             options = SendOptions(countdown=countdown if countdown is not None else sig.countdown,
                                   eta=eta or sig.eta, queue=queue or sig.queue, task_id=task_id or sig.task_id)
             return await self._send(sig.name, [*sig_args, *(args or ())], {**sig_kwargs, **(kwargs or {})}, options)
@@ -108,7 +112,7 @@ class App:
                 f"again with task_id={message.id!r} to be sure (sending is idempotent per id).",
                 task_name=name, task_id=message.id,
             ) from exc
-        return AsyncResult(message.id, conn.backend, name)
+        return AsyncResult(message.id, self._backend_getter, name)
 
     def _message(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
                  options: SendOptions) -> TaskMessage:
@@ -117,6 +121,9 @@ class App:
         if task is not None:
             task.check_arguments(args, kwargs, task_id)
         queue = options.queue or (task.options.queue if task else None) or self.config.default_queue
+        if any(c in queue for c in "{}: "):
+            raise ConfigError(f"task {name!r} (id {task_id}): queue name {queue!r} must not contain "
+                              "'{', '}', ':' or spaces")
         eta_ms = None
         if options.eta is not None:
             if options.eta.tzinfo is None or options.eta.utcoffset() is None:
@@ -131,7 +138,7 @@ class App:
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's spelling
         """A handle on a task id that came from elsewhere (another process, a database)."""
-        return AsyncResult(task_id, self._connections().backend)
+        return AsyncResult(task_id, self._backend_getter)
 
     @property
     def broker(self) -> Broker:
@@ -156,6 +163,9 @@ class App:
         limits = Limits(max_tasks=max_tasks, max_memory_mb=max_memory_mb)
         return Worker(self, name=name, concurrency=concurrency, queues=queues, shutdown_grace_s=shutdown_grace_s,
                       limits=limits)
+
+    def _backend_getter(self) -> ResultBackend:
+        return self._connections().backend
 
     def _connections(self) -> Connections:
         if self._conn is None:

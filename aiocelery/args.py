@@ -33,7 +33,10 @@ def coerce(type_name: str, value: Any) -> Any:
     if type_name.startswith("[]"):
         if not isinstance(value, list | tuple):
             raise TypeError(f"Arg type {type_name!r} needs a list, got {type(value).__name__}")
-        return [coerce(type_name[2:], item) for item in value]
+        element = type_name[2:]
+        if not element.startswith("[]"):
+            _converter(element)  # checks the element type even for an empty list
+        return [coerce(element, item) for item in value]
     convert = _converter(type_name)
     return convert(value)
 

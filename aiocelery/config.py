@@ -28,7 +28,7 @@ class AMQPConfig:
     prefetch_count: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Config:
     """Everything an App needs to know; every field has a sensible default."""
 
@@ -90,6 +90,15 @@ class Config:
         if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
             raise ConfigError(f"key_prefix {self.key_prefix!r} must be non-empty without braces")
 
+    def __repr__(self) -> str:
+        fields = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("broker", "result_backend") and isinstance(value, str):
+                value = redact_url(value)
+            fields.append(f"{f.name}={value!r}")
+        return f"Config({', '.join(fields)})"
+
     @property
     def backend_url(self) -> str:
         """The effective result backend URL."""
@@ -147,6 +156,5 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from . import states
@@ -18,7 +19,7 @@ class AsyncResult(Generic[R]):
 
     __slots__ = ("_backend", "id", "name")
 
-    def __init__(self, task_id: str, backend: ResultBackend, name: str = "") -> None:
+    def __init__(self, task_id: str, backend: ResultBackend | Callable[[], ResultBackend], name: str = "") -> None:
         self.id = task_id
         """The task id."""
         self.name = name
@@ -28,9 +29,14 @@ class AsyncResult(Generic[R]):
     def __repr__(self) -> str:
         return f"<AsyncResult {self.name or '?'}[{self.id}]>"
 
+    def _resolve(self) -> ResultBackend:
+        # an app passes a getter, so a handle kept past app.close() uses the app's new connections
+        backend = self._backend
+        return backend() if callable(backend) else backend
+
     async def record(self) -> TaskRecord:
         """The stored record (state, attempt, worker, times); ResultNotFound for an unknown id."""
-        record = await self._backend.get_record(self.id)
+        record = await self._resolve().get_record(self.id)
         if record is None:
             raise ResultNotFound(self.id)
         return record
@@ -49,7 +55,7 @@ class AsyncResult(Generic[R]):
         Raises TaskFailed (with the remote traceback), TaskDead, TaskRevoked, ResultNotFound for
         an id that was never sent, and ResultTimeout when ``timeout`` seconds pass first.
         """
-        value: R = outcome_of(await self._backend.wait(self.id, timeout))
+        value: R = outcome_of(await self._resolve().wait(self.id, timeout))
         return value
 
 

@@ -98,8 +98,6 @@ def test_unknown_type_is_a_type_error_listing_known_ones(type_name: str, value: 
     assert "int64" in str(info.value) and "string" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: args.coerce checks a slice's element type only per element, so an "
-                   "unknown element type with an empty list (Arg('[]nope', [])) is accepted")
 def test_unknown_element_type_of_an_empty_slice_is_rejected() -> None:
     with pytest.raises(TypeError, match="unknown Arg type"):
         coerce("[]nope", [])

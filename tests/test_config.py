@@ -166,13 +166,9 @@ def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: config.redact_url rebuilds the netloc from parts.hostname, which drops "
-                   "the brackets of an IPv6 host ('redis://:***@::1:6379/0')")
 def test_redact_url_keeps_ipv6_brackets() -> None:
     assert redact_url("redis://:secret@[::1]:6379/0") == "redis://:***@[::1]:6379/0"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Config is a plain dataclass, so repr(config) (logs, tracebacks) shows the "
-                   "broker password; App.__repr__ redacts it, Config.__repr__ should too")
 def test_config_repr_hides_the_password() -> None:
     assert "secret" not in repr(Config(broker="redis://:secret@h:6379/0"))

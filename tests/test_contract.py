@@ -550,8 +550,6 @@ async def test_results_expire_after_their_ttl(apps: Apps) -> None:
         await c.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: backends/_wait.py wait_for_record bounds the subscribe and the first "
-                   "read by the deadline, so a zero timeout raises ResultTimeout ('it is PENDING') for a final record")
 async def test_wait_with_zero_timeout_returns_a_final_record(app: App, consumer: ConsumerFactory) -> None:
     await app.broker.publish([outgoing()])
     c = await consumer("c1")
@@ -561,8 +559,6 @@ async def test_wait_with_zero_timeout_returns_a_final_record(app: App, consumer:
     assert record.state == "SUCCESS"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: backends/_wait.py wait_for_record with timeout=0 raises ResultTimeout "
-                   "instead of ResultNotFound for an id that was never sent")
 async def test_wait_with_zero_timeout_on_an_unknown_id_raises_not_found(app: App) -> None:
     with pytest.raises(ResultNotFound):
         await app.backend.wait(new_id(), 0)

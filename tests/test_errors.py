@@ -247,8 +247,6 @@ async def test_undecodable_message_is_dead_lettered(app: App, payload: bytes, wh
     assert "undecodable" in letters[0]["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: worker/executor.py catches only Exception, so a task that raises "
-                   "CancelledError (e.g. it awaited a future someone cancelled) silently stops the whole worker")
 async def test_task_raising_cancelled_error_does_not_stop_the_worker(app: App) -> None:
     @app.task(name="Cancelled")
     async def cancelled() -> None:
@@ -398,8 +396,6 @@ async def test_get_with_no_worker_times_out(app: App) -> None:
     assert await r.state() == "PENDING"  # the task itself goes on waiting
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: AsyncResult.get(timeout=0) raises ResultTimeout for a finished task "
-                   "(backends/_wait.py applies the deadline to the subscribe and the first read)")
 async def test_get_with_zero_timeout_returns_a_finished_result(app: App) -> None:
     @app.task(name="Quick")
     async def quick() -> int:

@@ -25,7 +25,9 @@ async def wait_for_record(
 ) -> TaskRecord:
     """Return ``task_id``'s record once final, waking on notification; a slow re-check is the net.
 
-    Subscribes first and reads afterwards, so a result stored in between is never missed.
+    One read first (a finished task returns at once, even with ``timeout=0``); otherwise it
+    subscribes, waits for the confirmation and reads again, so a result stored in between is
+    never missed.
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -34,10 +36,15 @@ async def wait_for_record(
     def listener(_data: bytes | None) -> None:
         woke.set()
 
-    state = "PENDING"
+    first = await read(task_id)  # a finished task returns at once, whatever the timeout
+    if first is None:
+        raise ResultNotFound(task_id)
+    if first.ready:
+        return first
+    state = first.state
     try:
         await _bounded(subscribe(listener), deadline, loop)
-        seen = False
+        seen = True
         safety = SAFETY_FIRST_S
         while True:
             woke.clear()

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import states
 from ..records import DeadLetter, Delivery, ErrorInfo, Settlement, TaskRecord
@@ -61,7 +62,7 @@ class MemoryStore:
     ready: dict[str, deque[tuple[str, str]]] = field(default_factory=dict)
     pending: dict[str, dict[str, _Pending]] = field(default_factory=dict)
     delayed: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    dead: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    dead: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     listeners: dict[str, list[Listener]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     delayed_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -171,10 +172,11 @@ class MemoryBroker:
         e.expires_at = time.monotonic() + self._ttl_s
         self.store.notify(e.task_id, e.state)
 
-    def _dead_letter(self, queue: str, task_id: str, name: str, reason: str, worker: str) -> None:
+    def _dead_letter(self, queue: str, task_id: str, name: str, reason: str, worker: str,
+                     error: ErrorInfo | None = None) -> None:
         self.store.dead.setdefault(queue, []).append(
             {"entry_id": f"{next(self.store._ids)}-0", "id": task_id, "name": name, "reason": reason,
-             "time_ms": str(now_ms()), "worker": worker})
+             "time_ms": str(now_ms()), "worker": worker, "error": error})
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
         """Mirror of settle.lua: fenced on the attempt, then store + ack + notify."""
@@ -186,14 +188,15 @@ class MemoryBroker:
         self._finish(delivery.queue, delivery.entry_id)
         self._terminal(e, settlement)
         if settlement.state == states.DEAD:
-            self._dead_letter(delivery.queue, e.task_id, e.name, settlement.reason, delivery.worker)
+            self._dead_letter(delivery.queue, e.task_id, e.name, settlement.reason, delivery.worker,
+                              settlement.error)
         return True
 
     async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
         """The queue's dead letters, oldest first."""
         return [
             DeadLetter(entry_id=f["entry_id"], task_id=f["id"], name=f["name"], reason=f["reason"],
-                       time_ms=int(f["time_ms"]), worker=f["worker"])
+                       time_ms=int(f["time_ms"]), worker=f["worker"], error=f["error"])
             for f in self.store.dead.get(queue, [])[:count]
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import traceback
 from typing import Any
@@ -45,7 +46,13 @@ class Executor:
         token = _current.set(TaskContext(d.task_id, d.name, d.queue, d.attempt, d.redelivered, self._worker))
         try:
             value = await self._call(task, payload.args, payload.kwargs)
-        except Exception as exc:
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker cancels this run (shutdown, lost lease): not the task's outcome
+            return _failure(d, "CancelledError", str(exc) or "the task raised CancelledError",
+                            traceback.format_exc())
+        except (Exception, SystemExit) as exc:
             return _failure(d, type(exc).__qualname__, str(exc), traceback.format_exc())
         finally:
             _current.reset(token)
