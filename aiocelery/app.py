@@ -50,12 +50,14 @@ class App:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(self, /, *, name: str | None = None, queue: str | None = None,
-             max_retries: int | None = None) -> TaskDecorator: ...
+             max_retries: int | None = None, time_limit_s: float | None = None) -> TaskDecorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
-             max_retries: int | None = None) -> Any:
-        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., queue=...)``."""
-        options = TaskOptions(name=name, queue=queue, max_retries=max_retries)
+             max_retries: int | None = None, time_limit_s: float | None = None) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., queue=..., time_limit_s=...)``."""
+        if time_limit_s is not None and time_limit_s <= 0:
+            raise ValueError(f"time_limit_s must be > 0, got {time_limit_s}")
+        options = TaskOptions(name=name, queue=queue, max_retries=max_retries, time_limit_s=time_limit_s)
         decorator = TaskDecorator(self, options)
         return decorator if fn is None else decorator(fn)
 

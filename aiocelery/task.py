@@ -25,6 +25,8 @@ class TaskOptions:
     """Queue the task is sent to unless the call names another; default: Config.default_queue."""
     max_retries: int | None = None
     """Most retries after a failure (used by the retry policy); None: the app's default."""
+    time_limit_s: float | None = None
+    """Hard limit: an async task is cancelled, a thread task abandoned (and counted); FAILURE."""
 
 
 @dataclass(frozen=True, slots=True)

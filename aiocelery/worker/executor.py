@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import traceback
 from typing import Any
+
+import anyio
 
 from .. import states
 from ..context import TaskContext, _current
 from ..exceptions import EncodeError
-from ..message import decode_payload, encode_value
+from ..message import Payload, decode_payload, encode_value
 from ..records import Delivery, ErrorInfo, Settlement
 from ..registry import Registry
 from ..task import Task
@@ -28,6 +31,35 @@ class Executor:
 
     async def run(self, d: Delivery) -> Settlement:
         """Execute ``d`` and return its outcome; never raises for a task's own error."""
+        found = self._resolve(d)
+        if isinstance(found, Settlement):
+            return found
+        task, payload = found
+        token = _current.set(TaskContext(d.task_id, d.name, d.queue, d.attempt, d.redelivered, self._worker))
+        limit = task.options.time_limit_s
+        try:
+            with anyio.CancelScope(deadline=math.inf if limit is None else anyio.current_time() + limit) as scope:
+                value = await self._call(task, payload.args, payload.kwargs)
+            if scope.cancelled_caught:
+                return _failure(d, "TimeLimitExceeded", f"task {d.name!r} (id {d.task_id}) ran past its time "
+                                f"limit of {limit:g} s and was {'cancelled' if task.is_async else 'abandoned'}", "")
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker cancels this run (shutdown, lost lease): not the task's outcome
+            return _failure(d, "CancelledError", str(exc) or "the task raised CancelledError",
+                            traceback.format_exc())
+        except (Exception, SystemExit) as exc:
+            return _failure(d, type(exc).__qualname__, str(exc), traceback.format_exc())
+        finally:
+            _current.reset(token)
+        try:
+            return Settlement(states.SUCCESS, result=encode_value(value, f"the return value of task {d.name!r}"))
+        except EncodeError as exc:
+            return _failure(d, "EncodeError", f"task {d.name!r} (id {d.task_id}): {exc}", "")
+
+    def _resolve(self, d: Delivery) -> tuple[Task[Any, Any], Payload] | Settlement:
+        """The task and its decoded, bound arguments, or the terminal outcome explaining why not."""
         task = self._registry.get(d.name)
         if task is None:
             known = ", ".join(self._registry) or "none"
@@ -43,23 +75,7 @@ class Executor:
             return _failure(d, "TaskArgumentsError",
                             f"task {d.name!r} (id {d.task_id}) got arguments that don't bind to "
                             f"{d.name}{task.signature}: {exc}; not retried", "")
-        token = _current.set(TaskContext(d.task_id, d.name, d.queue, d.attempt, d.redelivered, self._worker))
-        try:
-            value = await self._call(task, payload.args, payload.kwargs)
-        except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the worker cancels this run (shutdown, lost lease): not the task's outcome
-            return _failure(d, "CancelledError", str(exc) or "the task raised CancelledError",
-                            traceback.format_exc())
-        except (Exception, SystemExit) as exc:
-            return _failure(d, type(exc).__qualname__, str(exc), traceback.format_exc())
-        finally:
-            _current.reset(token)
-        try:
-            return Settlement(states.SUCCESS, result=encode_value(value, f"the return value of task {d.name!r}"))
-        except EncodeError as exc:
-            return _failure(d, "EncodeError", f"task {d.name!r} (id {d.task_id}): {exc}", "")
+        return task, payload
 
     async def _call(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
         if task.is_async:

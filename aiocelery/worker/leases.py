@@ -36,6 +36,7 @@ class LeaseThread:
         """Monotonic time of the last renewal pass that reached Redis."""
         self.outage_since: float | None = None
         """Set while renewals fail; a worker reclaims nobody's work until they succeed again."""
+        self._recovered_at: float | None = None
 
     def start(self) -> None:
         """Start renewing."""
@@ -53,8 +54,11 @@ class LeaseThread:
 
     @property
     def healthy(self) -> bool:
-        """True when the last renewal pass reached Redis."""
-        return self.outage_since is None
+        """True when renewals reach Redis, and after an outage have for one interval: every worker
+        then had its turn to renew its own leases before anyone reclaims expired-looking ones."""
+        if self.outage_since is not None:
+            return False
+        return self._recovered_at is None or time.monotonic() - self._recovered_at >= self._interval
 
     def stop(self) -> None:
         """Stop the thread (it finishes its current pass) and close the connection."""
@@ -79,6 +83,7 @@ class LeaseThread:
             return
         if self.outage_since is not None:
             log.warning("lease renewal works again after %.1f s", time.monotonic() - self.outage_since)
+            self._recovered_at = time.monotonic()
         self.outage_since = None
         self.last_ok = time.monotonic()
         for entry_id in lost:

@@ -1,0 +1,1 @@
+"""Chaos tests: real worker processes, real redis-servers, killed and partitioned on purpose."""

@@ -1,0 +1,51 @@
+"""Fixtures of the chaos suite: a ledger Redis for the session, a fresh broker Redis per test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ..redis_server import RedisServer
+from .harness import Chaos
+
+
+@pytest.fixture(scope="session")
+def ledger_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The ledger: a Redis no scenario ever faults, where every task execution records itself."""
+    workdir = tmp_path_factory.mktemp("ledger")
+    server = RedisServer(workdir=workdir).start()
+    yield server
+    server.stop()
+
+
+async def _chaos(tmp_path: Path, ledger: RedisServer, *, persistent: bool) -> AsyncIterator[Chaos]:
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    broker = RedisServer(persistent=persistent, workdir=workdir).start()
+    chaos = Chaos(tmp_path, broker, ledger.url)
+    try:
+        await chaos.open()
+        yield chaos
+    finally:
+        try:
+            await chaos.close()
+        finally:
+            broker.stop(kill=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+async def chaos(tmp_path: Path, ledger_server: RedisServer) -> AsyncIterator[Chaos]:
+    """A scenario on a fresh broker Redis without persistence (a restart empties it)."""
+    async for c in _chaos(tmp_path, ledger_server, persistent=False):
+        yield c
+
+
+@pytest.fixture
+async def chaos_aof(tmp_path: Path, ledger_server: RedisServer) -> AsyncIterator[Chaos]:
+    """A scenario on a fresh broker Redis with AOF ``appendfsync always`` (survives kill -9)."""
+    async for c in _chaos(tmp_path, ledger_server, persistent=True):
+        yield c

@@ -1,0 +1,521 @@
+"""Chaos harness: a broker Redis per test, a ledger Redis nobody faults, worker subprocesses, checks.
+
+Every task of ``TASKS`` appends one JSON line per execution to ``<ns>:runs:<task id>`` on the
+ledger (worker, attempt, redelivered, pid, time), so a test can count executions per task no
+matter what happened to the broker. ``Chaos.verify()`` then checks the contract for a set of ids:
+each reached its expected terminal state with the right result, ran no more often than the
+scenario allows (attempts of one task are always distinct: the fencing token), published its
+terminal state at most once, and the queue is drained (stream empty, nothing pending, no delayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+
+from aiocelery import App, AsyncResult, Config
+
+from ..procs import Proc, Procs, dead_key, stream_key, task_key
+from ..redis_server import RedisServer
+
+QUEUE = "aiocelery"
+GROUP = "aiocelery"
+TASKS_MODULE = "chaos_tasks"
+
+TASKS = """\
+import json
+import signal
+
+import redis as _redis
+
+_ledger = _redis.Redis.from_url(os.environ["LEDGER_URL"])
+_NS = os.environ["LEDGER_NS"]
+
+
+def _record(note=""):
+    ctx = current_task()
+    entry = {"worker": ctx.worker, "attempt": ctx.attempt, "redelivered": ctx.redelivered,
+             "pid": os.getpid(), "t": time.time(), "note": note}
+    _ledger.rpush(f"{_NS}:runs:{ctx.id}", json.dumps(entry))
+
+
+def _flag(name):
+    return bool(_ledger.exists(f"{_NS}:flag:{name}"))
+
+
+@app.task(name="chaos.echo")
+async def echo(x):
+    _record()
+    return x
+
+
+@app.task(name="chaos.sleep")
+async def sleep(x, seconds):
+    _record()
+    await asyncio.sleep(seconds)
+    return x
+
+
+@app.task(name="chaos.sync_sleep")
+def sync_sleep(x, seconds):
+    _record()
+    time.sleep(seconds)
+    return x
+
+
+@app.task(name="chaos.slow_first")
+async def slow_first(x, seconds):
+    # the side effect (the ledger line) first; then, on the first attempt only, linger to be killed
+    _record()
+    if current_task().attempt == 1:
+        await asyncio.sleep(seconds)
+    return x
+
+
+@app.task(name="chaos.sync_slow_first")
+def sync_slow_first(x, seconds):
+    _record()
+    if current_task().attempt == 1:
+        time.sleep(seconds)
+    return x
+
+
+@app.task(name="chaos.wait_flag")
+async def wait_flag(x, flag, after, limit):
+    # runs until the test raises the flag on the ledger (bounded by limit), then `after` more seconds
+    _record()
+    deadline = time.monotonic() + limit
+    while not _flag(flag) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(after)
+    return x
+
+
+@app.task(name="chaos.suicide")
+async def suicide():
+    _record()
+    os.kill(os.getpid(), signal.SIGKILL)
+    await asyncio.sleep(60)
+
+
+@app.task(name="chaos.block_loop")
+async def block_loop(x, seconds):
+    _record()
+    time.sleep(seconds)  # deliberately blocks the event loop
+    return x
+
+
+@app.task(name="chaos.forever")
+def forever():
+    _record()
+    time.sleep(3600)
+"""
+
+FAST_ENV = {
+    "AIOCELERY_LEASE_S": "2",
+    "AIOCELERY_RECLAIM_INTERVAL_S": "0.5",
+    "AIOCELERY_FETCH_BLOCK_S": "1",
+}
+"""Worker settings for chaos tests: a 2 s lease, reclaim every 0.5 s."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution of a task, as the task itself wrote it to the ledger."""
+
+    worker: str
+    attempt: int
+    redelivered: bool
+    pid: int
+    t: float
+    note: str = ""
+
+
+@dataclass
+class Stats:
+    """What ``verify`` measured, for the report."""
+
+    tasks: int = 0
+    runs: int = 0
+    duplicates: int = 0
+    """Tasks that ran more than once."""
+    lost: int = 0
+    """Tasks that did not reach their expected terminal state."""
+    max_runs: int = 0
+    crashes: int = 0
+    """Sum of the records' crash counters."""
+    publishes: int = 0
+
+    def line(self) -> str:
+        return (f"tasks={self.tasks} runs={self.runs} duplicates={self.duplicates} lost={self.lost} "
+                f"max_runs={self.max_runs} crashes={self.crashes} publishes={self.publishes}")
+
+
+class DoneCounter:
+    """Counts terminal-state publications per task id (PSUBSCRIBE ``<prefix>:done:*``), reconnecting."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._url = url
+        self._pattern = f"{prefix}:done:*"
+        self._cut = len(f"{prefix}:done:")
+        self.counts: Counter[str] = Counter()
+        self.gaps = 0
+        """Reconnects: while disconnected, publications can be missed."""
+        self._task: asyncio.Task[None] | None = None
+        self._client: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        await self._connect()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _connect(self) -> PubSub:
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1.0)
+        pubsub = self._client.pubsub()
+        await pubsub.psubscribe(self._pattern)
+        while True:  # wait for the confirmation, so nothing published after start() is missed
+            msg = await pubsub.get_message(timeout=5.0)
+            if msg is None:
+                raise RuntimeError("no psubscribe confirmation")
+            if msg["type"] == "psubscribe":
+                break
+        self._pubsub = pubsub
+        return pubsub
+
+    async def _run(self) -> None:
+        pubsub = self._pubsub
+        for _ in range(1000):  # bounded reconnects
+            try:
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg["type"] == "pmessage":
+                        self.counts[msg["channel"].decode()[self._cut:]] += 1
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError, RuntimeError):
+                self.gaps += 1
+                await pubsub.aclose()
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, OSError, RuntimeError):
+                    pubsub = await self._connect()
+
+    async def settle(self, seconds: float = 0.3) -> None:
+        """Give publications already sent a moment to arrive."""
+        await asyncio.sleep(seconds)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class Supervisor:
+    """Restarts worker processes that exited (e.g. killed by a poison task), a bounded number of times."""
+
+    def __init__(self, chaos: Chaos, workers: list[Proc], *, max_restarts: int, **worker_kwargs: Any) -> None:
+        self._chaos = chaos
+        self.workers = workers
+        self._max = max_restarts
+        self._kwargs = worker_kwargs
+        self.restarts = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self.restarts < self._max:
+            for i, proc in enumerate(self.workers):
+                if proc.popen.poll() is not None and self.restarts < self._max:
+                    self.restarts += 1
+                    self.workers[i] = self._chaos.worker(f"sup{self.restarts}", **self._kwargs)
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@dataclass
+class Chaos:
+    """One scenario's world: broker Redis (restartable), ledger, workers, clients and checks."""
+
+    tmp_path: Path
+    broker: RedisServer
+    ledger_url: str
+    prefix: str = field(default_factory=lambda: f"c{uuid.uuid4().hex[:10]}")
+    ns: str = field(default_factory=lambda: f"ledger{uuid.uuid4().hex[:10]}")
+    procs: Procs = field(init=False)
+    rds: aioredis.Redis = field(init=False)
+    """Direct connection to the broker (never through a proxy)."""
+    ledger: aioredis.Redis = field(init=False)
+    done: DoneCounter = field(init=False)
+    _apps: list[App] = field(default_factory=list)
+    _names: Counter[str] = field(default_factory=Counter)
+
+    async def open(self) -> Chaos:
+        self.procs = Procs(self.tmp_path, self.broker.url, self.prefix)
+        self.procs.write_module(TASKS_MODULE, TASKS)
+        self.rds = aioredis.Redis.from_url(self.broker.url, socket_connect_timeout=2.0)
+        self.ledger = aioredis.Redis.from_url(self.ledger_url)
+        self.done = DoneCounter(self.broker.url, self.prefix)
+        await self.done.start()
+        return self
+
+    async def close(self) -> None:
+        for app in self._apps:
+            with contextlib.suppress(Exception):
+                await app.close()
+        await self.done.stop()
+        self.procs.__exit__(None, None, None)
+        await self.rds.aclose()
+        await self.ledger.aclose()
+
+    # -- keys --------------------------------------------------------------------------------
+
+    @property
+    def stream(self) -> str:
+        return stream_key(self.prefix, QUEUE)
+
+    @property
+    def dead(self) -> str:
+        return dead_key(self.prefix, QUEUE)
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}:{{{QUEUE}}}:delayed"
+
+    def task_key(self, task_id: str) -> str:
+        return task_key(self.prefix, task_id)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def worker(self, name: str | None = None, *, concurrency: int = 8, grace: float | None = None,
+               broker_url: str | None = None, loglevel: str = "info", args: Sequence[str] = (),
+               **env: str) -> Proc:
+        """Spawn ``python -m aiocelery worker`` on the tasks module with chaos settings (FAST_ENV)."""
+        if name is None:
+            self._names["w"] += 1
+            name = f"w{self._names['w']}"
+        cli = ["-c", str(concurrency), "-n", name, "-l", loglevel, *args]
+        if grace is not None:
+            cli += ["--grace", str(grace)]
+        extra = {**FAST_ENV, "LEDGER_URL": self.ledger_url, "LEDGER_NS": self.ns, **env}
+        if broker_url is not None:
+            extra["AIOCELERY_BROKER"] = broker_url
+        return self.procs.worker(f"{TASKS_MODULE}:app", *cli, **extra)
+
+    @staticmethod
+    async def ready(*workers: Proc, timeout: float = 20.0) -> None:
+        """Wait until each worker logged that it consumes (signal handlers installed, fetching)."""
+        await asyncio.gather(*(w.wait_output(lambda p: "ready: consuming" in p.stderr, "worker ready", timeout)
+                               for w in workers))
+
+    async def workers(self, n: int, **kwargs: Any) -> list[Proc]:
+        """Start ``n`` workers and wait until all are ready."""
+        procs = [self.worker(**kwargs) for _ in range(n)]
+        await self.ready(*procs)
+        return procs
+
+    @staticmethod
+    async def kill(proc: Proc) -> float:
+        """SIGKILL ``proc``; returns the wall-clock time of the kill."""
+        t = time.time()
+        proc.signal(signal.SIGKILL)
+        assert await proc.wait(10) == -signal.SIGKILL
+        return t
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def app(self, broker_url: str | None = None, **config: Any) -> App:
+        """A client App on the broker (or on ``broker_url``, e.g. a proxy); closed at teardown."""
+        app = App(Config(broker=broker_url or self.broker.url, key_prefix=self.prefix, **config))
+        self._apps.append(app)
+        return app
+
+    @staticmethod
+    async def send_many(app: App, name: str, args_list: Iterable[Sequence[Any]], *, chunk: int = 500,
+                        **options: Any) -> list[AsyncResult[Any]]:
+        """Send one task per args tuple, ``chunk`` concurrently at a time."""
+        all_args = list(args_list)
+        out: list[AsyncResult[Any]] = []
+        for start in range(0, len(all_args), chunk):
+            out += await asyncio.gather(*(app.send_task(name, list(a), **options)
+                                          for a in all_args[start:start + chunk]))
+        return out
+
+    @staticmethod
+    async def results(results: Sequence[AsyncResult[Any]], timeout: float, *, chunk: int = 1000) -> list[Any]:
+        """``get()`` every result (``chunk`` waiters at a time)."""
+        values: list[Any] = []
+        deadline = time.monotonic() + timeout
+        for start in range(0, len(results), chunk):
+            left = max(0.1, deadline - time.monotonic())
+            values += await asyncio.gather(*(r.get(timeout=left) for r in results[start:start + chunk]))
+        return values
+
+    async def wait_states(self, ids: Sequence[str], states: set[str], timeout: float) -> dict[str, str]:
+        """Poll the records until every id is in one of ``states``; returns id -> state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = await self.states(ids)
+            if all(s in states for s in current.values()):
+                return current
+            if time.monotonic() > deadline:
+                stuck = {i: s for i, s in current.items() if s not in states}
+                raise AssertionError(f"{len(stuck)} task(s) not in {states} after {timeout} s: "
+                                     f"{dict(list(stuck.items())[:10])}")
+            await asyncio.sleep(0.05)
+
+    async def states(self, ids: Sequence[str]) -> dict[str, str]:
+        rows = await self.fields(ids, "state")
+        return {i: (r[0] or b"").decode() for i, r in zip(ids, rows, strict=True)}
+
+    async def fields(self, ids: Sequence[str], *names: str) -> list[list[bytes | None]]:
+        async with self.rds.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hmget(self.task_key(i), list(names))
+            return list(await pipe.execute())
+
+    async def record(self, task_id: str) -> dict[str, str]:
+        raw = await self.rds.hgetall(self.task_key(task_id))
+        return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+
+    # -- ledger ------------------------------------------------------------------------------
+
+    async def runs(self, task_id: str) -> list[Run]:
+        return [Run(**json.loads(x)) for x in await self.ledger.lrange(f"{self.ns}:runs:{task_id}", 0, -1)]
+
+    async def all_runs(self, ids: Sequence[str]) -> dict[str, list[Run]]:
+        async with self.ledger.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.lrange(f"{self.ns}:runs:{i}", 0, -1)
+            rows = await pipe.execute()
+        return {i: [Run(**json.loads(x)) for x in row] for i, row in zip(ids, rows, strict=True)}
+
+    async def wait_runs(self, task_id: str, n: int, timeout: float) -> list[Run]:
+        """Wait until ``task_id`` has at least ``n`` runs in the ledger."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = await self.runs(task_id)
+            if len(runs) >= n:
+                return runs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} ran {len(runs)} time(s), expected {n} within {timeout} s: "
+                                     f"{runs}; record {await self.record(task_id)}")
+            await asyncio.sleep(0.02)
+
+    async def wait_total_runs(self, ids: Sequence[str], n: int, timeout: float) -> None:
+        """Wait until the ids have ``n`` runs between them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            total = sum(len(r) for r in (await self.all_runs(ids)).values())
+            if total >= n:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {total} of {n} runs started within {timeout} s")
+            await asyncio.sleep(0.02)
+
+    async def raise_flag(self, name: str) -> None:
+        await self.ledger.set(f"{self.ns}:flag:{name}", 1)
+
+    # -- Redis facts -------------------------------------------------------------------------
+
+    async def entries_added(self) -> int:
+        """How many entries were ever XADDed to the queue's stream (XINFO STREAM entries-added)."""
+        info = await self.rds.xinfo_stream(self.stream)
+        return int(info["entries-added"])
+
+    async def pending(self) -> int:
+        return int((await self.rds.xpending(self.stream, GROUP))["pending"])
+
+    async def dead_letters(self) -> list[dict[str, str]]:
+        return [{k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+                for _, fields in await self.rds.xrange(self.dead)]
+
+    async def assert_drained(self, timeout: float = 10.0) -> None:
+        """Stream empty, nothing pending in the group, nothing delayed (waits a little for settles)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            xlen, pending, delayed = (await self.rds.xlen(self.stream), await self.pending(),
+                                      await self.rds.zcard(self.delayed))
+            if xlen == pending == delayed == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"queue not drained: XLEN {xlen}, pending {pending}, delayed {delayed}; "
+                                     f"{await self.rds.xrange(self.stream, count=10)}")
+            await asyncio.sleep(0.05)
+
+    # -- the contract ------------------------------------------------------------------------
+
+    async def verify(self, ids: Sequence[str], *, state: str = "SUCCESS", values: dict[str, Any] | None = None,
+                     min_runs: int = 1, max_runs: int = 1, drained: bool = True) -> Stats:
+        """Check every id: terminal ``state``, its value, ``min_runs..max_runs`` executions with distinct
+        attempts, at most one terminal publication (exactly one when the counter saw everything)."""
+        if drained:
+            await self.assert_drained()
+        await self.done.settle()
+        stats = Stats(tasks=len(ids))
+        rows = await self.fields(ids, "state", "result", "crashes", "attempt")
+        runs = await self.all_runs(ids)
+        problems: list[str] = []
+        for task_id, (st, result, crashes, attempt) in zip(ids, rows, strict=True):
+            got = (st or b"").decode()
+            stats.crashes += int(crashes or 0)
+            if got != state:
+                stats.lost += 1
+                problems.append(f"{task_id}: state {got or 'MISSING'}, expected {state}")
+                continue
+            if values is not None and task_id in values:
+                value = json.loads(result) if result else None
+                if value != values[task_id]:
+                    problems.append(f"{task_id}: result {value!r}, expected {values[task_id]!r}")
+            r = runs[task_id]
+            stats.runs += len(r)
+            stats.max_runs = max(stats.max_runs, len(r))
+            stats.duplicates += len(r) > 1
+            if not min_runs <= len(r) <= max_runs:
+                problems.append(f"{task_id}: ran {len(r)} time(s), allowed {min_runs}..{max_runs}: {r}")
+            attempts = [x.attempt for x in r]
+            if len(set(attempts)) != len(attempts):
+                problems.append(f"{task_id}: two executions of the same attempt (fencing broken): {r}")
+            if r and attempt is not None and int(attempt) < max(attempts):
+                problems.append(f"{task_id}: record attempt {int(attempt)} < ran attempt {max(attempts)}")
+            published = self.done.counts[task_id]
+            stats.publishes += published
+            if published > 1 or (published == 0 and self.done.gaps == 0):
+                problems.append(f"{task_id}: terminal state published {published} times")
+        assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems[:30])
+        return stats
+
+
+def report(scenario: str, **facts: Any) -> None:
+    """One line per scenario with the measured numbers (shown with ``pytest -s`` / ``-rP``)."""
+    print(f"\n[chaos] {scenario}: " + " ".join(f"{k}={v}" for k, v in facts.items()))
+
+
+async def wait_until(predicate: Any, what: str, timeout: float, interval: float = 0.05) -> None:
+    """Poll an async predicate until it holds (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
