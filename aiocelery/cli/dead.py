@@ -108,8 +108,12 @@ async def _requeue(app: App, queue: str, args: argparse.Namespace) -> int:
 async def _purge(app: App, queue: str, args: argparse.Namespace) -> int:
     if not args.yes:
         count = len(await app.broker.dead_letters(queue, 1_000_000))
-        answer = await asyncio.to_thread(input, f"delete {count} dead letter(s) of queue {queue!r}? [y/N] ")
+        try:
+            answer = await asyncio.to_thread(input, f"delete {count} dead letter(s) of queue {queue!r}? [y/N] ")
+        except EOFError:  # no terminal: never delete without an answer
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
+            print()
             print("nothing deleted")
             return 1
     print(f"deleted {await app.broker.purge_dead(queue)} dead letter(s) of queue {queue!r}")

@@ -1,0 +1,181 @@
+"""Leases, reclaim, lost leases, time limits and drain limits, with embedded workers on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from aiocelery import App, TaskFailed, current_task
+from aiocelery._redis.keys import GROUP, Keys
+
+from .conftest import make_config
+from .helpers import eventually, raw_redis
+
+
+def short_lease_app(redis_url: str, key_prefix: str, **changes: object) -> App:
+    return App(make_config("redis", redis_url, key_prefix, fetch_block_s=0.2, lease_s=1.2,
+                           reclaim_interval_s=0.3, **changes))
+
+
+async def test_running_task_keeps_its_lease_past_the_lease_time(redis_url: str, key_prefix: str) -> None:
+    app = short_lease_app(redis_url, key_prefix)
+    other = short_lease_app(redis_url, key_prefix)
+    runs: list[int] = []
+
+    @app.task(name="long")
+    async def long() -> str:
+        ctx = current_task()
+        assert ctx is not None
+        runs.append(ctx.attempt)
+        await asyncio.sleep(3.0)  # 2.5 leases: only renewal keeps it
+        return "done"
+
+    other.register_tasks({"long": long.fn})
+    async with app, other, app.worker(concurrency=2), other.worker(concurrency=2):
+        result = await long.delay()
+        assert await result.get(timeout=15) == "done"
+    assert runs == [1], "a renewed lease must not be reclaimed by another worker"
+
+
+async def test_dead_workers_delivery_is_reclaimed_and_counted_as_a_crash(redis_url: str, key_prefix: str) -> None:
+    app = short_lease_app(redis_url, key_prefix)
+    seen: list[tuple[int, bool]] = []
+
+    @app.task(name="job")
+    async def job(x: int) -> int:
+        ctx = current_task()
+        assert ctx is not None
+        seen.append((ctx.attempt, ctx.redelivered))
+        return x * 2
+
+    async with app:
+        result = await job.delay(21)
+        await app.broker.ensure_queues([app.config.default_queue])
+        # a "worker" that takes the delivery, starts it and dies: nothing renews its lease
+        doomed = app.broker.consumer([app.config.default_queue], "doomed:1:x", "doomed")
+        taken = await doomed.fetch(1, 1.0)
+        assert [d.task_id for d in taken] == [result.id]
+        await doomed.close()
+        async with app.worker(concurrency=2):
+            assert await result.get(timeout=15) == 42
+        record = await result.record()
+        async with raw_redis(redis_url) as r:
+            crashes = int(await r.hget(Keys(key_prefix).task(result.id), "crashes") or 0)
+            pending = await r.xpending(Keys(key_prefix).stream(app.config.default_queue), GROUP)
+    assert seen == [(2, True)]
+    assert record.attempt == 2
+    assert crashes == 1
+    assert pending["pending"] == 0
+
+
+async def test_poison_task_is_dead_lettered_after_max_crashes(redis_url: str, key_prefix: str) -> None:
+    app = short_lease_app(redis_url, key_prefix, max_crashes=1)
+    ran: list[int] = []
+
+    @app.task(name="never")
+    async def never() -> None:
+        ran.append(1)
+
+    async with app:
+        result = await never.delay()
+        queue = app.config.default_queue
+        await app.broker.ensure_queues([queue])
+        for i in range(2):  # two workers take it and die
+            doomed = app.broker.consumer([queue], f"doomed:{i}:x", "doomed")
+            taken = await doomed.reclaim(1, 0.0) or await doomed.fetch(1, 1.0)
+            assert [d.task_id for d in taken] == [result.id]
+            await doomed.close()
+        # the third start would be crash number 2 > max_crashes 1: dead-lettered, never run
+        async with app.worker(concurrency=1):
+            async def dead() -> bool:
+                return (await result.state()) == "DEAD"
+            assert await eventually(dead, timeout=10)
+        letters = await app.broker.dead_letters(queue)
+    assert ran == []
+    assert [d.task_id for d in letters] == [result.id]
+    assert "crashed its worker 2 times" in letters[0].reason
+
+
+async def test_lost_lease_cancels_the_local_run(redis_url: str, key_prefix: str) -> None:
+    app = short_lease_app(redis_url, key_prefix)
+    cancelled = asyncio.Event()
+
+    @app.task(name="hang")
+    async def hang() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with app, app.worker(concurrency=1):
+        result = await hang.delay()
+
+        async def started() -> bool:
+            return (await result.state()) == "STARTED"
+
+        assert await eventually(started, timeout=5)
+        thief = app.broker.consumer([app.config.default_queue], "thief:1:x", "thief")
+        stolen = await thief.reclaim(1, 0.0)  # takes it over regardless of idle time
+        assert [d.task_id for d in stolen] == [result.id]
+        await asyncio.wait_for(cancelled.wait(), 5)  # the lease thread noticed within lease/3
+        await thief.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_time_limit_cancels_async_and_abandons_thread_tasks(kind: str, redis_url: str, key_prefix: str) -> None:
+    app = App(make_config(kind, redis_url, key_prefix, fetch_block_s=0.2))
+
+    @app.task(name="slow_async", time_limit_s=0.2)
+    async def slow_async() -> None:
+        await asyncio.sleep(10)
+
+    @app.task(name="slow_thread", time_limit_s=0.2)
+    def slow_thread() -> None:
+        time.sleep(1.5)
+
+    async with app, app.worker(concurrency=2):
+        for task, how in ((slow_async, "cancelled"), (slow_thread, "abandoned")):
+            result = await task.delay()
+            with pytest.raises(TaskFailed) as info:
+                await result.get(timeout=10)
+            assert info.value.exc_type == "TimeLimitExceeded"
+            assert f"time limit of 0.2 s and was {how}" in info.value.exc_message
+
+
+async def test_max_tasks_drains_and_stops_the_worker(redis_url: str, key_prefix: str) -> None:
+    app = App(make_config("redis", redis_url, key_prefix, fetch_block_s=0.2))
+
+    @app.task(name="one")
+    async def one(x: int) -> int:
+        return x
+
+    async with app:
+        results = [await one.delay(i) for i in range(5)]
+        worker = app.worker(concurrency=1, max_tasks=3)
+        await asyncio.wait_for(worker.run(install_signal_handlers=False), 15)
+        states = [await r.state() for r in results]
+    assert worker.processed == 3
+    assert worker.exit_code == 0
+    assert states.count("SUCCESS") == 3
+    assert states.count("PENDING") == 2, "the rest stays queued for the restarted worker"
+
+
+async def test_blocked_loop_is_named_by_the_watchdog(redis_url: str, key_prefix: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    app = App(make_config("redis", redis_url, key_prefix, fetch_block_s=0.2, blocked_loop_warn_s=0.2))
+
+    @app.task(name="blocker")
+    async def blocker() -> str:
+        time.sleep(0.8)  # blocks the event loop on purpose
+        return "ok"
+
+    async with app, app.worker(concurrency=1):
+        result = await blocker.delay()
+        assert await result.get(timeout=10) == "ok"
+    messages = [r.getMessage() for r in caplog.records if "event loop blocked" in r.getMessage()]
+    assert messages, "the watchdog must warn"
+    assert f"task blocker[{result.id}]" in messages[0]
+    assert "time.sleep(0.8)" in messages[0]
