@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +24,8 @@ async def dead_letter_one(procs: Procs) -> tuple[App, str]:
     app = App(Config(broker=procs.redis_url, key_prefix=procs.key_prefix, fetch_block_s=0.2))
     result = await app.send_task("nobody.knows", args=(1, 2))
     async with app.worker(concurrency=1):
-        try:
+        with contextlib.suppress(TaskDead):
             await result.get(timeout=10)
-        except TaskDead:
-            pass
     return app, result.id
 
 
@@ -55,10 +54,8 @@ async def test_dead_list_show_requeue_purge(tmp_path: Path, procs: Procs) -> Non
         assert await app.broker.dead_letters(app.config.default_queue) == []
 
         async with app.worker(concurrency=1):  # still unknown: dead again, never silently dropped
-            try:
+            with contextlib.suppress(TaskDead):
                 await app.AsyncResult(task_id).get(timeout=10)
-            except TaskDead:
-                pass
         assert len(await app.broker.dead_letters(app.config.default_queue)) == 1
 
         refused = run_cli("dead", "purge", "-A", "dead_tasks:app", cwd=tmp_path, env=env)

@@ -169,7 +169,7 @@ async def test_blocked_loop_is_named_by_the_watchdog(redis_url: str, key_prefix:
 
     @app.task(name="blocker")
     async def blocker() -> str:
-        time.sleep(0.8)  # blocks the event loop on purpose
+        time.sleep(0.8)  # noqa: ASYNC251 - blocks the event loop on purpose
         return "ok"
 
     async with app, app.worker(concurrency=1):
