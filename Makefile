@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: all install redis demo test lint format mypy bench clean
+.PHONY: all install redis demo test lint format mypy bench soak clean
 
 all: lint mypy test
 
@@ -39,6 +39,10 @@ mypy: install
 
 bench: install
 	$(BIN)/python bench/roundtrip.py
+
+# Tasks through SIGKILLed workers and kill -9'd Redis restarts (AOF always): nothing lost. Options: --help.
+soak: install
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

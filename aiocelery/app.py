@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -99,21 +99,42 @@ class App:
         options = SendOptions(countdown=countdown, eta=eta, queue=queue, task_id=task_id)
         return await self._send(sig, args or (), kwargs or {}, options)
 
+    async def send_many(self, signatures: Sequence[Signature], *, chunk: int = 1000) -> list[AsyncResult[Any]]:
+        """Send many tasks in pipelined round trips of ``chunk``; all are validated before any is sent."""
+        outgoing = [self._outgoing(sig) for sig in signatures]
+        for start in range(0, len(outgoing), chunk):
+            batch = outgoing[start:start + chunk]
+            await self._publish(batch, batch[0].message)
+        return [AsyncResult(o.message.id, self._backend_getter, o.message.name) for o in outgoing]
+
+    def _outgoing(self, sig: Signature) -> Outgoing:
+        task_id = sig.task_id or str(uuid.uuid4())
+        try:
+            args, kwargs = sig.resolved()
+        except TypeError as exc:
+            raise TaskArgumentsError(f"{exc} (task id {task_id}); nothing was sent") from None
+        options = SendOptions(countdown=sig.countdown, eta=sig.eta, queue=sig.queue, task_id=task_id)
+        message = self._message(sig.name, args, kwargs, options)
+        return Outgoing(message, message.encode(self.config.max_payload_bytes))
+
+    async def _publish(self, items: list[Outgoing], first: TaskMessage) -> None:
+        try:
+            async with asyncio.timeout(self.config.send_timeout_s):
+                await self._connections().broker.publish(items)
+        except (TimeoutError, aioredis.RedisError, OSError) as exc:
+            what = f"task {first.name!r} (id {first.id})" if len(items) == 1 else (
+                f"{len(items)} tasks (first: {first.name!r}, id {first.id})")
+            raise SendError(
+                f"{what} could not be sent to {redact_url(self.config.broker)}: "
+                f"{type(exc).__name__}: {exc or 'timed out'}. It may or may not have been queued; send it "
+                f"again with task_id={first.id!r} to be sure (sending is idempotent per id).",
+                task_name=first.name, task_id=first.id,
+            ) from exc
+
     async def _send(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
                     options: SendOptions) -> AsyncResult[Any]:
         message = self._message(name, args, kwargs, options)
-        payload = message.encode(self.config.max_payload_bytes)
-        conn = self._connections()
-        try:
-            async with asyncio.timeout(self.config.send_timeout_s):
-                await conn.broker.publish([Outgoing(message, payload)])
-        except (TimeoutError, aioredis.RedisError, OSError) as exc:
-            raise SendError(
-                f"task {name!r} (id {message.id}) could not be sent to {redact_url(self.config.broker)}: "
-                f"{type(exc).__name__}: {exc or 'timed out'}. It may or may not have been queued; send it "
-                f"again with task_id={message.id!r} to be sure (sending is idempotent per id).",
-                task_name=name, task_id=message.id,
-            ) from exc
+        await self._publish([Outgoing(message, message.encode(self.config.max_payload_bytes))], message)
         return AsyncResult(message.id, self._backend_getter, name)
 
     def _message(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],

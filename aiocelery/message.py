@@ -34,6 +34,12 @@ class TaskMessage:
     """Run no earlier than this many ms after the broker receives it (Redis server time)."""
     eta_ms: int | None = None
     """Run no earlier than this absolute Unix time in ms (overrides ``delay_ms``)."""
+    expires_ms: int | None = None
+    """Never start after this absolute Unix time in ms: it ends REVOKED (reason ``expired``)."""
+    dedup_key: str | None = None
+    """While this key lives, sending again returns the task holding it."""
+    dedup_ttl_ms: int = 0
+    """How long the dedup key lives."""
 
     def encode(self, max_bytes: int) -> bytes:
         """The payload bytes (arguments only; the rest travels in the task record's fields)."""

@@ -43,6 +43,15 @@ class Delivery:
     """True when an earlier attempt was handed to some worker before."""
     worker: str = ""
     """Name of the worker running it (stored on the task record)."""
+    retries: int = 0
+    """Retries already done (RETRY transitions)."""
+    deferrals: int = 0
+    """Times it was put back unrun by a rate limit or concurrency cap (counted in ``attempt``)."""
+
+    @property
+    def run_number(self) -> int:
+        """The attempt as the task sees it: starts that ran it, deferrals not counted."""
+        return self.attempt - self.deferrals
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +64,13 @@ class Settlement:
     error: ErrorInfo | None = None
     """The exception, for FAILURE and DEAD."""
     reason: str = ""
-    """Why, for DEAD (and later REVOKED)."""
+    """Why, for DEAD and REVOKED."""
+    countdown_ms: int = 0
+    """For RETRY and DEFER: when to run again."""
 
     def __post_init__(self) -> None:
-        if self.state not in states.READY_STATES:
-            raise ValueError(f"a settlement must be terminal, got {self.state}")
+        if self.state not in states.READY_STATES and self.state not in (states.RETRY, states.DEFER):
+            raise ValueError(f"a settlement must be terminal, RETRY or DEFER, got {self.state}")
 
 
 @dataclass(frozen=True, slots=True)

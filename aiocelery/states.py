@@ -23,6 +23,9 @@ DEAD: Final = "DEAD"
 REVOKED: Final = "REVOKED"
 """Cancelled before or while running; it never runs again."""
 
+DEFER: Final = "DEFER"
+"""Not a stored state: a settlement that puts a started task back (rate limit, concurrency cap)."""
+
 READY_STATES: Final = frozenset({SUCCESS, FAILURE, DEAD, REVOKED})
 """States that are final."""
 ALL_STATES: Final = frozenset({PENDING, STARTED, RETRY, SUCCESS, FAILURE, DEAD, REVOKED})

@@ -10,6 +10,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from .exceptions import TaskArgumentsError
 from .result import AsyncResult
+from .signature import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,6 +89,10 @@ class Task(Generic[P, R]):
         """Send with options: delay (``countdown`` s or aware ``eta``), another ``queue``, a fixed ``task_id``."""
         options = SendOptions(countdown=countdown, eta=eta, queue=queue, task_id=task_id)
         return await self._sender._send(self.name, args, kwargs or {}, options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A Signature of this task with these arguments (for ``app.send_many`` and workflows)."""
+        return Signature(self.name, args=args, kwargs=kwargs, queue=self.options.queue)
 
     def check_arguments(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], task_id: str) -> None:
         """Raise TaskArgumentsError, naming the task, when the arguments don't bind."""

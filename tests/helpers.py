@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from aiocelery import App
 from aiocelery._redis.keys import Keys
+from aiocelery.brokers.base import Published
 from aiocelery.brokers.memory import MemoryBroker, MemoryStore
 
 from .conftest import make_config
@@ -97,3 +98,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0)
             return True
         await asyncio.sleep(0.02)
     return await check()
+
+
+def created(published: list[Published]) -> list[bool]:
+    """Which of the published messages created a new task."""
+    return [p.created for p in published]

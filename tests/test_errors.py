@@ -33,7 +33,7 @@ from aiocelery.brokers.base import Outgoing
 from aiocelery.message import TaskMessage
 
 from .conftest import make_config
-from .helpers import Apps, dead_letters, memory_store, raw_redis
+from .helpers import Apps, created, dead_letters, memory_store, raw_redis
 from .redis_server import free_port
 
 
@@ -235,7 +235,7 @@ async def test_undecodable_message_is_dead_lettered(app: App, payload: bytes, wh
 
     task_id = new_id()
     message = TaskMessage(id=task_id, name="Known", queue="aiocelery")
-    assert await app.broker.publish([Outgoing(message, payload)]) == [True]
+    assert created(await app.broker.publish([Outgoing(message, payload)])) == [True]
     async with app.worker():
         with pytest.raises(TaskDead) as info:
             await app.AsyncResult(task_id).get(timeout=10)

@@ -44,6 +44,10 @@ class Keys:
         """Channel telling promoters an earlier due time exists."""
         return f"{self.prefix}:{{{queue}}}:wake"
 
+    def dedup(self, key: str) -> str:
+        """An idempotency key holding the id of the task that claimed it."""
+        return f"{self.prefix}:dedup:{key}"
+
     def task(self, task_id: str) -> str:
         """The task's record."""
         return f"{self.prefix}:task:{task_id}"

@@ -22,6 +22,15 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class Published:
+    """What publishing one message did: ``created`` a task, or found ``task_id`` already there."""
+
+    created: bool
+    task_id: str
+    """The task that now stands for the message: its own id, or the holder of its dedup key."""
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     """A message with its encoded payload, ready to publish."""
 
@@ -71,8 +80,8 @@ class Consumer(Protocol):
 class Broker(Protocol):
     """Where tasks wait; every write is idempotent per task id."""
 
-    async def publish(self, items: Sequence[Outgoing]) -> list[bool]:
-        """Enqueue each item; True where it is new, False where that task id already existed."""
+    async def publish(self, items: Sequence[Outgoing]) -> list[Published]:
+        """Enqueue each item; ``created`` False where its id (or its dedup key) already existed."""
         ...
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import states
 from ..records import DeadLetter, Delivery, ErrorInfo, Settlement, TaskRecord
-from .base import Outgoing
+from .base import Outgoing, Published
 
 Listener = Callable[[bytes | None], None]
 
@@ -45,6 +45,11 @@ class _Entry:
     started_ms: int = 0
     done_ms: int = 0
     expires_at: float | None = None
+    """When the record itself goes away (the result TTL)."""
+    task_expires_ms: int | None = None
+    """When the task expires unstarted (``expires=``)."""
+    retries: int = 0
+    deferrals: int = 0
 
 
 @dataclass(slots=True)
@@ -63,6 +68,7 @@ class MemoryStore:
     pending: dict[str, dict[str, _Pending]] = field(default_factory=dict)
     delayed: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     dead: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
     listeners: dict[str, list[Listener]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     delayed_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -104,23 +110,32 @@ class MemoryBroker:
         self._ttl_s = result_ttl_s
         self._max_crashes = max_crashes
 
-    async def publish(self, items: Sequence[Outgoing]) -> list[bool]:
+    async def publish(self, items: Sequence[Outgoing]) -> list[Published]:
         """Mirror of enqueue.lua for each item."""
         return [self._enqueue(item) for item in items]
 
-    def _enqueue(self, item: Outgoing) -> bool:
+    def _enqueue(self, item: Outgoing) -> Published:
         msg, s = item.message, self.store
         if s.record(msg.id) is not None:
-            return False
+            return Published(False, msg.id)
+        if msg.dedup_key:
+            holder = s.dedup.get(msg.dedup_key)
+            if holder is not None and holder[1] > time.monotonic():
+                return Published(False, holder[0])
+            s.dedup[msg.dedup_key] = (msg.id, time.monotonic() + msg.dedup_ttl_ms / 1000)
         now = now_ms()
-        s.records[msg.id] = _Entry(msg.id, msg.name, msg.queue, item.payload, created_ms=now)
+        s.records[msg.id] = _Entry(msg.id, msg.name, msg.queue, item.payload, created_ms=now,
+                                   task_expires_ms=msg.expires_ms)
         due = msg.eta_ms if msg.eta_ms is not None else now + msg.delay_ms
+        self._schedule(msg.queue, msg.id, due, now)
+        return Published(True, msg.id)
+
+    def _schedule(self, queue: str, task_id: str, due: int, now: int) -> None:
         if due > now:
-            heapq.heappush(s.delayed.setdefault(msg.queue, []), (due, msg.id))
-            s.delayed_changed.set()
+            heapq.heappush(self.store.delayed.setdefault(queue, []), (due, task_id))
+            self.store.delayed_changed.set()
         else:
-            s.add_ready(msg.queue, msg.id)
-        return True
+            self.store.add_ready(queue, task_id)
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:
         """Nothing to create in memory."""
@@ -150,6 +165,10 @@ class MemoryBroker:
         if e.state in states.READY_STATES:
             self._finish(queue, entry_id)
             return None
+        if e.task_expires_ms is not None and now_ms() >= e.task_expires_ms:
+            self._finish(queue, entry_id)
+            self._terminal(e, Settlement(states.REVOKED, reason="expired"))
+            return None
         if e.state == states.STARTED:
             e.crashes += 1
         if e.crashes > self._max_crashes:
@@ -161,7 +180,8 @@ class MemoryBroker:
         e.attempt += 1
         e.state, e.started_ms, e.worker = states.STARTED, now_ms(), worker
         return Delivery(task_id=task_id, name=e.name, queue=queue, entry_id=entry_id, attempt=e.attempt,
-                        payload=e.payload, redelivered=e.attempt > 1, worker=worker)
+                        payload=e.payload, redelivered=e.attempt - e.deferrals > 1, worker=worker,
+                        retries=e.retries, deferrals=e.deferrals)
 
     def _finish(self, queue: str, entry_id: str) -> None:
         self.store.pending.get(queue, {}).pop(entry_id, None)
@@ -186,6 +206,14 @@ class MemoryBroker:
         if e.state != states.STARTED:
             return e.state == settlement.state
         self._finish(delivery.queue, delivery.entry_id)
+        if settlement.state in (states.RETRY, states.DEFER):
+            if settlement.state == states.RETRY:
+                e.state, e.error, e.retries = states.RETRY, settlement.error, e.retries + 1
+            else:
+                e.state, e.deferrals = states.PENDING, e.deferrals + 1
+            now = now_ms()
+            self._schedule(delivery.queue, e.task_id, now + settlement.countdown_ms, now)
+            return True
         self._terminal(e, settlement)
         if settlement.state == states.DEAD:
             self._dead_letter(delivery.queue, e.task_id, e.name, settlement.reason, delivery.worker,

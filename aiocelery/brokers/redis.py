@@ -24,7 +24,7 @@ from .._redis.leases import RedisLeaseKeeper
 from .._redis.pubsub import PubSubHub
 from .._redis.scripts import Scripts
 from ..records import DeadLetter, Delivery, ErrorInfo, Settlement
-from .base import Outgoing
+from .base import Outgoing, Published
 
 log = logging.getLogger("aiocelery.broker")
 PROMOTE_BATCH = 1000
@@ -45,24 +45,24 @@ class RedisBroker:
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_crashes = max_crashes
 
-    async def publish(self, items: Sequence[Outgoing]) -> list[bool]:
+    async def publish(self, items: Sequence[Outgoing]) -> list[Published]:
         """Run the enqueue script for each item: concurrent single sends share one pipeline."""
         if len(items) == 1:
             keys, args = self._enqueue_call(items[0])
-            return [int((await self._enqueue.call(keys, args))[0]) == 1]
+            return [_published(await self._enqueue.call(keys, args))]
         async with self._client.pipeline(transaction=False) as pipe:
             for item in items:
                 keys, args = self._enqueue_call(item)
                 await self._scripts.enqueue(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
-        return [int(r[0]) == 1 for r in replies]
+        return [_published(r) for r in replies]
 
     def _enqueue_call(self, item: Outgoing) -> tuple[list[str], list[str | int | bytes]]:
         msg, k = item.message, self._keys
         return (
-            [k.task(msg.id), k.stream(msg.queue), k.delayed(msg.queue)],
-            [msg.id, msg.name, msg.queue, item.payload, msg.delay_ms,
-             "" if msg.eta_ms is None else msg.eta_ms, k.wake(msg.queue)],
+            [k.task(msg.id), k.stream(msg.queue), k.delayed(msg.queue), k.dedup(msg.dedup_key or "-")],
+            [msg.id, msg.name, msg.queue, item.payload, msg.delay_ms, _opt(msg.eta_ms), k.wake(msg.queue),
+             _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else ""],
         )
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:
@@ -100,21 +100,23 @@ class RedisBroker:
             if kind != "run":
                 log.warning("delivery %s of task %s skipped at begin: %s", row[2].decode(), row[1].decode(), kind)
                 continue
-            attempt = int(row[3])
+            attempt, deferrals = int(row[3]), int(row[8])
             out.append(Delivery(task_id=row[1].decode(), name=row[4].decode(), queue=queue,
                                 entry_id=row[2].decode(), attempt=attempt, payload=row[5],
-                                redelivered=attempt > 1 or int(row[6]) > 1, worker=worker))
+                                redelivered=attempt - deferrals > 1 or int(row[6]) > 1, worker=worker,
+                                retries=int(row[7]), deferrals=deferrals))
         return out
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
         """Store the outcome and XACK + XDEL in one fenced script."""
         k = self._keys
         error = orjson.dumps(settlement.error.to_json()) if settlement.error else b""
+        q = delivery.queue
         done = await self._settle.call(
-            [k.task(delivery.task_id), k.stream(delivery.queue), k.dead(delivery.queue)],
+            [k.task(delivery.task_id), k.stream(q), k.dead(q), k.delayed(q)],
             [GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
              error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
-             delivery.worker],
+             delivery.worker, settlement.countdown_ms, k.wake(q)],
         )
         if not done:
             log.warning("task %s attempt %d was no longer ours; its outcome was not stored",
@@ -209,6 +211,14 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Nothing of its own to close: the app closes the shared client and hub."""
+
+
+def _opt(value: int | None) -> int | str:
+    return "" if value is None else value
+
+
+def _published(reply: Any) -> Published:
+    return Published(int(reply[0]) == 1, reply[2].decode())
 
 
 def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:

@@ -1,11 +1,12 @@
 -- begin: start a batch of fetched deliveries of one queue.
--- For each: check the delivery is still ours, skip finished tasks, count a crash when the last
--- attempt started and never finished (dead-letter past max crashes), bump the attempt (the
--- fencing token) and mark STARTED.
+-- For each: check the delivery is still ours, skip finished (or revoked) tasks, expire tasks past
+-- their expiry, count a crash when the last attempt started and never finished (dead-letter past
+-- max crashes), bump the attempt (the fencing token) and mark STARTED.
 -- KEYS: 1 stream, 2 dead stream, 3.. task hashes (one per delivery, in ARGV order)
 -- ARGV: 1 group, 2 consumer, 3 max crashes, 4 worker name, 5 ttl ms, 6 done channel prefix,
 --       then pairs: entry id, task id
--- Returns one row per delivery: {kind, task id, entry id, attempt, name, payload, delivered}
+-- Returns one row per delivery:
+--   {kind, task id, entry id, attempt, name, payload, delivered, retries, deferrals}
 local group, consumer = ARGV[1], ARGV[2]
 local max_crashes, ttl = tonumber(ARGV[3]), tonumber(ARGV[5])
 local t = redis.call('TIME')
@@ -16,6 +17,12 @@ local out = {}
 local function finish(entry)
   redis.call('XACK', KEYS[1], group, entry)
   redis.call('XDEL', KEYS[1], entry)
+end
+
+local function terminal(key, id, state, reason)
+  redis.call('HSET', key, 'state', state, 'reason', reason, 'done_ms', now)
+  redis.call('PEXPIRE', key, ttl)
+  redis.call('PUBLISH', ARGV[6] .. id, state)
 end
 
 for i = 7, #ARGV, 2 do
@@ -30,10 +37,15 @@ for i = 7, #ARGV, 2 do
       'worker', ARGV[4])
     out[#out + 1] = {'missing', id, entry}
   else
-    local f = redis.call('HMGET', key, 'state', 'crashes', 'name')
+    local f = redis.call('HMGET', key, 'state', 'crashes', 'name', 'expires_ms', 'retries', 'deferrals')
+    local expires = tonumber(f[4] or '')
     if ready[f[1]] then
       finish(entry)
       out[#out + 1] = {'done', id, entry}
+    elseif expires and now >= expires then
+      finish(entry)
+      terminal(key, id, 'REVOKED', 'expired')
+      out[#out + 1] = {'expired', id, entry}
     else
       local crashes = tonumber(f[2] or '0')
       if f[1] == 'STARTED' then
@@ -42,18 +54,17 @@ for i = 7, #ARGV, 2 do
       end
       if crashes > max_crashes then
         local reason = 'crashed its worker ' .. crashes .. ' times (max_crashes ' .. max_crashes .. ')'
-        redis.call('HSET', key, 'state', 'DEAD', 'reason', reason, 'done_ms', now)
-        redis.call('PEXPIRE', key, ttl)
         finish(entry)
+        terminal(key, id, 'DEAD', reason)
         redis.call('XADD', KEYS[2], '*', 'id', id, 'name', f[3] or '', 'reason', reason,
           'time_ms', now, 'worker', ARGV[4])
-        redis.call('PUBLISH', ARGV[6] .. id, 'DEAD')
         out[#out + 1] = {'dead', id, entry}
       else
         local attempt = redis.call('HINCRBY', key, 'attempt', 1)
         redis.call('HSET', key, 'state', 'STARTED', 'started_ms', now, 'worker', ARGV[4])
         local p = redis.call('HMGET', key, 'payload')
-        out[#out + 1] = {'run', id, entry, attempt, f[3] or '', p[1] or '', owned[1][4]}
+        out[#out + 1] = {'run', id, entry, attempt, f[3] or '', p[1] or '', owned[1][4],
+          tonumber(f[5] or '0'), tonumber(f[6] or '0')}
       end
     end
   end
