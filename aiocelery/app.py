@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 import redis.asyncio as aioredis
 
 from .backends.base import ResultBackend
-from .brokers.base import Broker, Outgoing
+from .brokers.base import Broker, Outgoing, Published
 from .config import Config, redact_url
-from .exceptions import ConfigError, EncodeError, SendError, TaskArgumentsError
+from .exceptions import ConfigError, EncodeError, ResultNotFound, SendError, TaskArgumentsError
 from .message import TaskMessage
 from .registry import Registry
 from .result import AsyncResult
 from .signature import Signature
 from .task import SendOptions, Task, TaskOptions
+from .task_options import TaskOptionArgs, build_options
 from .wiring import Connections, connect
 
 if TYPE_CHECKING:
@@ -49,16 +52,18 @@ class App:
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
-    def task(self, /, *, name: str | None = None, queue: str | None = None,
-             max_retries: int | None = None, time_limit_s: float | None = None) -> TaskDecorator: ...
+    def task(self, /, **options: Unpack[TaskOptionArgs]) -> TaskDecorator: ...
 
-    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
-             max_retries: int | None = None, time_limit_s: float | None = None) -> Any:
-        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., queue=..., time_limit_s=...)``."""
-        if time_limit_s is not None and time_limit_s <= 0:
-            raise ValueError(f"time_limit_s must be > 0, got {time_limit_s}")
-        options = TaskOptions(name=name, queue=queue, max_retries=max_retries, time_limit_s=time_limit_s)
-        decorator = TaskDecorator(self, options)
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Unpack[TaskOptionArgs]) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., max_retries=..., ...)``.
+
+        Options: ``name``, ``queue``; retries: ``max_retries`` (3), ``retry_backoff``
+        ("fixed" | "exponential" | "fibonacci"), ``retry_backoff_s`` (1), ``retry_backoff_max_s``
+        (600), ``retry_jitter`` (True), ``autoretry_for``, ``dont_autoretry_for``; limits:
+        ``time_limit_s``, ``soft_time_limit_s``, ``rate_limit`` ("100/s") and ``rate_burst``,
+        ``concurrency_key`` + ``concurrency_limit``.
+        """
+        decorator = TaskDecorator(self, build_options(options))
         return decorator if fn is None else decorator(fn)
 
     def register_tasks(self, tasks: Mapping[str, Callable[..., Any]]) -> dict[str, Task[..., Any]]:
@@ -85,27 +90,36 @@ class App:
         eta: datetime | None = None,
         queue: str | None = None,
         task_id: str | None = None,
+        expires: float | datetime | None = None,
+        dedup_key: str | None = None,
+        dedup_ttl_s: float = 3600.0,
     ) -> AsyncResult[Any]:
-        """Send a task by name or Signature, even one this process has not registered (SendTask)."""
+        """Send a task by name or Signature, even one this process has not registered (SendTask).
+
+        Options as for ``Task.apply_async``.
+        """
+        options = SendOptions(countdown=countdown, eta=eta, queue=queue, task_id=task_id, expires=expires,
+                              dedup_key=dedup_key, dedup_ttl_s=dedup_ttl_s)
         if isinstance(sig, Signature):
             task_id = task_id or sig.task_id or str(uuid.uuid4())
             try:
                 sig_args, sig_kwargs = sig.resolved()
             except TypeError as exc:
                 raise TaskArgumentsError(f"{exc} (task id {task_id}); nothing was sent") from None
-            options = SendOptions(countdown=countdown if countdown is not None else sig.countdown,
-                                  eta=eta or sig.eta, queue=queue or sig.queue, task_id=task_id or sig.task_id)
+            options = dataclasses.replace(options, countdown=countdown if countdown is not None else sig.countdown,
+                                          eta=eta or sig.eta, queue=queue or sig.queue, task_id=task_id)
             return await self._send(sig.name, [*sig_args, *(args or ())], {**sig_kwargs, **(kwargs or {})}, options)
-        options = SendOptions(countdown=countdown, eta=eta, queue=queue, task_id=task_id)
         return await self._send(sig, args or (), kwargs or {}, options)
 
     async def send_many(self, signatures: Sequence[Signature], *, chunk: int = 1000) -> list[AsyncResult[Any]]:
         """Send many tasks in pipelined round trips of ``chunk``; all are validated before any is sent."""
         outgoing = [self._outgoing(sig) for sig in signatures]
+        ids: list[str] = []
         for start in range(0, len(outgoing), chunk):
             batch = outgoing[start:start + chunk]
-            await self._publish(batch, batch[0].message)
-        return [AsyncResult(o.message.id, self._backend_getter, o.message.name) for o in outgoing]
+            ids += [p.task_id for p in await self._publish(batch, batch[0].message)]
+        return [AsyncResult(task_id, self._backend_getter, o.message.name, self.revoke)
+                for task_id, o in zip(ids, outgoing, strict=True)]
 
     def _outgoing(self, sig: Signature) -> Outgoing:
         task_id = sig.task_id or str(uuid.uuid4())
@@ -117,10 +131,10 @@ class App:
         message = self._message(sig.name, args, kwargs, options)
         return Outgoing(message, message.encode(self.config.max_payload_bytes))
 
-    async def _publish(self, items: list[Outgoing], first: TaskMessage) -> None:
+    async def _publish(self, items: list[Outgoing], first: TaskMessage) -> list[Published]:
         try:
             async with asyncio.timeout(self.config.send_timeout_s):
-                await self._connections().broker.publish(items)
+                return await self._connections().broker.publish(items)
         except (TimeoutError, aioredis.RedisError, OSError) as exc:
             what = f"task {first.name!r} (id {first.id})" if len(items) == 1 else (
                 f"{len(items)} tasks (first: {first.name!r}, id {first.id})")
@@ -134,8 +148,9 @@ class App:
     async def _send(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
                     options: SendOptions) -> AsyncResult[Any]:
         message = self._message(name, args, kwargs, options)
-        await self._publish([Outgoing(message, message.encode(self.config.max_payload_bytes))], message)
-        return AsyncResult(message.id, self._backend_getter, name)
+        [published] = await self._publish([Outgoing(message, message.encode(self.config.max_payload_bytes))],
+                                          message)
+        return AsyncResult(published.task_id, self._backend_getter, name, self.revoke)
 
     def _message(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
                  options: SendOptions) -> TaskMessage:
@@ -147,21 +162,28 @@ class App:
         if any(c in queue for c in "{}: "):
             raise ConfigError(f"task {name!r} (id {task_id}): queue name {queue!r} must not contain "
                               "'{', '}', ':' or spaces")
-        eta_ms = None
-        if options.eta is not None:
-            if options.eta.tzinfo is None or options.eta.utcoffset() is None:
-                raise EncodeError(f"task {name!r} (id {task_id}): eta {options.eta!r} is naive; "
-                                  "pass an aware datetime, e.g. datetime.now(timezone.utc) + timedelta(...)")
-            eta_ms = int(options.eta.timestamp() * 1000)
+        eta_ms = _absolute_ms(name, task_id, "eta", options.eta)
+        expires_ms = _absolute_ms(name, task_id, "expires", options.expires)
         delay_ms = max(0, int((options.countdown or 0) * 1000))
         return TaskMessage(id=task_id, name=name, args=args, kwargs=kwargs, queue=queue,
-                           delay_ms=delay_ms, eta_ms=eta_ms)
+                           delay_ms=delay_ms, eta_ms=eta_ms, expires_ms=expires_ms, dedup_key=options.dedup_key,
+                           dedup_ttl_ms=int(options.dedup_ttl_s * 1000))
 
     # -- results, workers, lifecycle ---------------------------------------------------------
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's spelling
         """A handle on a task id that came from elsewhere (another process, a database)."""
-        return AsyncResult(task_id, self._backend_getter)
+        return AsyncResult(task_id, self._backend_getter, revoker=self.revoke)
+
+    async def revoke(self, task_id: str, terminate: bool = False, reason: str = "revoked") -> str:
+        """Revoke a task: queued, delayed or retry-waiting ones never run (state REVOKED at once);
+        a running one is not run again, and with ``terminate`` its worker cancels it now (async)
+        or sets its cancel token and abandons it (thread). Stored in Redis, so workers started
+        later see it too. Returns the state afterwards; ResultNotFound for an unknown id."""
+        state = await self._connections().broker.revoke(task_id, terminate, reason)
+        if not state:
+            raise ResultNotFound(task_id)
+        return state
 
     @property
     def broker(self) -> Broker:
@@ -207,6 +229,18 @@ class App:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.close()
+
+
+def _absolute_ms(name: str, task_id: str, what: str, when: float | datetime | None) -> int | None:
+    """An absolute Unix time in ms from seconds-from-now or an aware datetime; naive ones refused."""
+    if when is None:
+        return None
+    if isinstance(when, datetime):
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise EncodeError(f"task {name!r} (id {task_id}): {what} {when!r} is naive; "
+                              "pass an aware datetime, e.g. datetime.now(timezone.utc) + timedelta(...)")
+        return int(when.timestamp() * 1000)
+    return int((time.time() + when) * 1000)
 
 
 class TaskDecorator:

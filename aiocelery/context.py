@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,14 @@ class TaskContext:
     redelivered: bool
     """True when an earlier delivery of this task was handed out before (a retry or a crash)."""
     worker: str
+    retries: int = 0
+    """Retries done before this run."""
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the task was revoked with ``terminate=True``: a thread task should stop soon."""
+        return self.cancel_event.is_set()
 
 
 _current: ContextVar[TaskContext | None] = ContextVar("aiocelery_current_task", default=None)

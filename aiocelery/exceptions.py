@@ -18,6 +18,11 @@
         └── ResultLost              Redis lost its data while the task was pending
 
 Every message names the task and its id where there is one, and says what to do.
+
+Control flow, raised *inside* tasks and not errors of aiocelery::
+
+    Retry                           ``raise Retry(countdown=5, exc=err)``: run again later
+    SoftTimeLimitExceeded           raised into a task at its soft time limit, to clean up
 """
 
 from __future__ import annotations
@@ -153,3 +158,19 @@ class ResultLost(ResultError):
             "persistence, or evicted: set maxmemory-policy noeviction). Send it again.",
             task_id=task_id,
         )
+
+
+class Retry(Exception):
+    """Raise inside a task to run it again after ``countdown`` seconds (the seed's ErrRetryTaskLater).
+
+    Counts against ``max_retries``; once they are used up the task fails with ``exc`` (or this).
+    """
+
+    def __init__(self, countdown: float | None = None, exc: BaseException | None = None) -> None:
+        super().__init__(f"retry in {countdown:g} s" if countdown is not None else "retry")
+        self.countdown = countdown
+        self.exc = exc
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a task when it reaches ``soft_time_limit_s``: clean up and return or raise."""

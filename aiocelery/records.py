@@ -67,6 +67,8 @@ class Settlement:
     """Why, for DEAD and REVOKED."""
     countdown_ms: int = 0
     """For RETRY and DEFER: when to run again."""
+    dead_letter: bool = False
+    """For FAILURE: also record a dead letter (retries exhausted), so it can be requeued."""
 
     def __post_init__(self) -> None:
         if self.state not in states.READY_STATES and self.state not in (states.RETRY, states.DEFER):

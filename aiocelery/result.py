@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from . import states
@@ -17,14 +17,16 @@ R = TypeVar("R")
 class AsyncResult(Generic[R]):
     """The result of a sent task: ``await r.get(timeout=5)`` returns its value or raises."""
 
-    __slots__ = ("_backend", "id", "name")
+    __slots__ = ("_backend", "_revoker", "id", "name")
 
-    def __init__(self, task_id: str, backend: ResultBackend | Callable[[], ResultBackend], name: str = "") -> None:
+    def __init__(self, task_id: str, backend: ResultBackend | Callable[[], ResultBackend], name: str = "",
+                 revoker: Callable[[str, bool], Awaitable[str]] | None = None) -> None:
         self.id = task_id
         """The task id."""
         self.name = name
         """The task name when known locally ('' for a handle built from a bare id)."""
         self._backend = backend
+        self._revoker = revoker
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.name or '?'}[{self.id}]>"
@@ -48,6 +50,12 @@ class AsyncResult(Generic[R]):
     async def ready(self) -> bool:
         """True once the task reached a final state."""
         return (await self.record()).state in states.READY_STATES
+
+    async def revoke(self, terminate: bool = False) -> str:
+        """Revoke the task (see ``App.revoke``); returns its state afterwards."""
+        if self._revoker is None:
+            raise TypeError("this AsyncResult was built without an app; use app.revoke(task_id)")
+        return await self._revoker(self.id, terminate)
 
     async def get(self, timeout: float | None = None) -> R:
         """Wait for the task and return its value; raise its error if it failed.

@@ -86,7 +86,10 @@ def decide(policy: RetryPolicy, retries: int, exc: BaseException, *, explicit_co
     return Decision(True, max(0.0, countdown))
 
 
-def exception_types(value: Sequence[type[BaseException]] | type[BaseException] | None) -> tuple[type[BaseException], ...]:
+ExceptionTypes = Sequence[type[BaseException]] | type[BaseException] | None
+
+
+def exception_types(value: ExceptionTypes) -> tuple[type[BaseException], ...]:
     """Normalize an ``autoretry_for``-style option to a tuple of exception classes."""
     if value is None:
         return ()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from .exceptions import TaskArgumentsError
+from .rate import Rate
 from .result import AsyncResult
+from .retry import RetryPolicy
 from .signature import Signature
 
 P = ParamSpec("P")
@@ -28,6 +30,16 @@ class TaskOptions:
     """Most retries after a failure (used by the retry policy); None: the app's default."""
     time_limit_s: float | None = None
     """Hard limit: an async task is cancelled, a thread task abandoned (and counted); FAILURE."""
+    soft_time_limit_s: float | None = None
+    """Soft limit: SoftTimeLimitExceeded is raised inside the task (async and thread tasks)."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """When and how often a failed attempt runs again."""
+    rate_limit: Rate | None = None
+    """Cluster-wide start rate of this task, e.g. ``"100/s"``; excess starts wait without a slot."""
+    concurrency_key: str | Callable[..., str] | None = None
+    """Argument name (or a function of the arguments) whose value groups runs for ``concurrency_limit``."""
+    concurrency_limit: int | None = None
+    """At most this many runs at once per ``concurrency_key`` value, across the cluster."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,9 @@ class SendOptions:
     eta: datetime | None = None
     queue: str | None = None
     task_id: str | None = None
+    expires: float | datetime | None = None
+    dedup_key: str | None = None
+    dedup_ttl_s: float = 3600.0
 
 
 class Sender(Protocol):
@@ -85,9 +100,15 @@ class Task(Generic[P, R]):
         eta: datetime | None = None,
         queue: str | None = None,
         task_id: str | None = None,
+        expires: float | datetime | None = None,
+        dedup_key: str | None = None,
+        dedup_ttl_s: float = 3600.0,
     ) -> AsyncResult[R]:
-        """Send with options: delay (``countdown`` s or aware ``eta``), another ``queue``, a fixed ``task_id``."""
-        options = SendOptions(countdown=countdown, eta=eta, queue=queue, task_id=task_id)
+        """Send with options: ``countdown`` s or aware ``eta``; another ``queue``; a fixed ``task_id``;
+        ``expires`` (s or aware datetime: never started after); ``dedup_key`` (while it lives,
+        sending again returns the existing task)."""
+        options = SendOptions(countdown=countdown, eta=eta, queue=queue, task_id=task_id, expires=expires,
+                              dedup_key=dedup_key, dedup_ttl_s=dedup_ttl_s)
         return await self._sender._send(self.name, args, kwargs or {}, options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:

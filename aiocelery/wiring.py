@@ -11,6 +11,7 @@ from .backends.base import ResultBackend
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
 from .brokers.base import Broker
+from .brokers.limits import Limiter, MemoryLimiter, RedisLimiter
 from .brokers.memory import MemoryBroker, MemoryStore
 from .brokers.redis import RedisBroker
 from .config import Config
@@ -22,6 +23,8 @@ class Connections:
 
     broker: Broker
     backend: ResultBackend
+    limiter: Limiter
+    keys: Keys
     client: Client | None = None
     hub: PubSubHub | None = None
 
@@ -40,10 +43,10 @@ def connect(config: Config) -> Connections:
     if config.is_memory:
         store = MemoryStore()
         broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes)
-        return Connections(broker, MemoryBackend(store))
+        return Connections(broker, MemoryBackend(store), MemoryLimiter(), Keys(config.key_prefix))
     client = command_client(config.broker, config.max_connections)
     hub = PubSubHub(config.broker)
     keys = Keys(config.key_prefix)
     redis_broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
                                max_crashes=config.max_crashes)
-    return Connections(redis_broker, RedisBackend(client, hub, keys), client, hub)
+    return Connections(redis_broker, RedisBackend(client, hub, keys), RedisLimiter(client), keys, client, hub)

@@ -48,6 +48,18 @@ class Keys:
         """An idempotency key holding the id of the task that claimed it."""
         return f"{self.prefix}:dedup:{key}"
 
+    def rate(self, task_name: str) -> str:
+        """A task's rate-limit state (GCRA theoretical arrival time)."""
+        return f"{self.prefix}:rate:{task_name}"
+
+    def slots(self, task_name: str, key: str) -> str:
+        """The running runs of a task under one concurrency key."""
+        return f"{self.prefix}:conc:{task_name}:{key}"
+
+    def revoke_channel(self) -> str:
+        """Channel telling workers to terminate a running task now."""
+        return f"{self.prefix}:revoke"
+
     def task(self, task_id: str) -> str:
         """The task's record."""
         return f"{self.prefix}:task:{task_id}"

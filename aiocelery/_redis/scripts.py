@@ -24,9 +24,10 @@ class Scripts:
     release: AsyncScript
     promote: AsyncScript
     requeue: AsyncScript
+    revoke: AsyncScript
 
     @classmethod
     def register(cls, client: Client) -> Scripts:
         """Register every script with ``client``."""
-        names = ("enqueue", "begin", "settle", "release", "promote", "requeue")
+        names = ("enqueue", "begin", "settle", "release", "promote", "requeue", "revoke")
         return cls(**{name: client.register_script(_text(name)) for name in names})

@@ -7,7 +7,7 @@ only through ``settle`` (result stored and delivery acknowledged in one atomic s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,6 +94,14 @@ class Broker(Protocol):
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
         """Store the outcome and acknowledge atomically; False if the attempt was no longer ours."""
+        ...
+
+    async def revoke(self, task_id: str, terminate: bool, reason: str) -> str:
+        """Revoke a task (see revoke.lua); returns its state afterwards, '' when unknown."""
+        ...
+
+    async def watch_revocations(self, on_terminate: Callable[[str], None]) -> None:
+        """Call ``on_terminate(task_id)`` for every revoke with terminate=True; runs until cancelled."""
         ...
 
     async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:

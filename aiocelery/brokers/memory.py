@@ -46,6 +46,7 @@ class _Entry:
     done_ms: int = 0
     expires_at: float | None = None
     """When the record itself goes away (the result TTL)."""
+    revoked: str = ""
     task_expires_ms: int | None = None
     """When the task expires unstarted (``expires=``)."""
     retries: int = 0
@@ -69,6 +70,7 @@ class MemoryStore:
     delayed: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     dead: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
+    revoke_listeners: list[Callable[[str], None]] = field(default_factory=list)
     listeners: dict[str, list[Listener]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     delayed_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -165,6 +167,10 @@ class MemoryBroker:
         if e.state in states.READY_STATES:
             self._finish(queue, entry_id)
             return None
+        if e.revoked:
+            self._finish(queue, entry_id)
+            self._terminal(e, Settlement(states.REVOKED, reason=e.revoked))
+            return None
         if e.task_expires_ms is not None and now_ms() >= e.task_expires_ms:
             self._finish(queue, entry_id)
             self._terminal(e, Settlement(states.REVOKED, reason="expired"))
@@ -215,10 +221,34 @@ class MemoryBroker:
             self._schedule(delivery.queue, e.task_id, now + settlement.countdown_ms, now)
             return True
         self._terminal(e, settlement)
-        if settlement.state == states.DEAD:
+        if settlement.state == states.DEAD or settlement.dead_letter:
             self._dead_letter(delivery.queue, e.task_id, e.name, settlement.reason, delivery.worker,
                               settlement.error)
         return True
+
+    async def revoke(self, task_id: str, terminate: bool, reason: str) -> str:
+        """Mirror of revoke.lua."""
+        e = self.store.record(task_id)
+        if e is None:
+            return ""
+        if e.state in states.READY_STATES:
+            return e.state
+        e.revoked = reason
+        if e.state == states.STARTED:
+            if terminate:
+                for listener in list(self.store.revoke_listeners):
+                    listener(task_id)
+            return e.state
+        self._terminal(e, Settlement(states.REVOKED, reason=reason))
+        return states.REVOKED
+
+    async def watch_revocations(self, on_terminate: Callable[[str], None]) -> None:
+        """Register ``on_terminate`` until cancelled."""
+        self.store.revoke_listeners.append(on_terminate)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.store.revoke_listeners.remove(on_terminate)
 
     async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
         """The queue's dead letters, oldest first."""

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -116,12 +116,33 @@ class RedisBroker:
             [k.task(delivery.task_id), k.stream(q), k.dead(q), k.delayed(q)],
             [GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
              error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
-             delivery.worker, settlement.countdown_ms, k.wake(q)],
+             delivery.worker, settlement.countdown_ms, k.wake(q), "1" if settlement.dead_letter else ""],
         )
         if not done:
             log.warning("task %s attempt %d was no longer ours; its outcome was not stored",
                         delivery.task_id, delivery.attempt)
         return bool(done)
+
+    async def revoke(self, task_id: str, terminate: bool, reason: str) -> str:
+        """revoke.lua: stored in the task record (reaches workers started later), pushed when terminating."""
+        k = self._keys
+        state = await self._scripts.revoke(
+            keys=[k.task(task_id)],
+            args=[self._ttl_ms, k.done(task_id), k.revoke_channel(), "1" if terminate else "", task_id, reason])
+        return str(state.decode() if isinstance(state, bytes) else state)
+
+    async def watch_revocations(self, on_terminate: Callable[[str], None]) -> None:
+        """Listen on the revoke channel through the shared pub/sub connection."""
+        def listener(data: bytes | None) -> None:
+            if data:
+                on_terminate(data.decode())
+
+        channel = self._keys.revoke_channel()
+        await self._hub.subscribe(channel, listener)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self._hub.unsubscribe(channel, listener))
 
     async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
         """XRANGE of the queue's dead-letter stream."""

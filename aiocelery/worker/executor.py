@@ -1,92 +1,179 @@
-"""Run one delivery and say how it ended. Decides nothing about Redis: it returns a Settlement."""
+"""Run one delivery and say how it ended. Decides nothing about Redis: it returns a Settlement.
+
+The path: resolve (task known? payload decodes? arguments bind?) -> admit (rate limit and
+concurrency cap, else DEFER) -> run (async on the loop, def in the thread pool, with soft and
+hard time limits) -> outcome (SUCCESS, or the retry policy's RETRY / FAILURE).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import math
+import random
 import traceback
 from typing import Any
 
 import anyio
 
 from .. import states
+from .._redis.keys import Keys
+from ..brokers.limits import CAP_FULL, Admission, Limiter
 from ..context import TaskContext, _current
-from ..exceptions import EncodeError
+from ..exceptions import EncodeError, Retry
 from ..message import Payload, decode_payload, encode_value
 from ..records import Delivery, ErrorInfo, Settlement
 from ..registry import Registry
+from ..retry import decide
 from ..task import Task
+from .soft_limit import run_with_soft_limit
 from .threads import DaemonThreadPool
+
+CAP_RETRY_MS = 250
+"""How long a start refused by a full concurrency cap waits before it is tried again (jittered)."""
+
+
+class TimeLimitExceeded(Exception):
+    """A task ran past its hard time limit (the retry policy sees this type)."""
 
 
 class Executor:
-    """Looks tasks up, binds arguments, runs ``async def`` on the loop and ``def`` in threads."""
+    """Looks tasks up, binds arguments, admits, runs, and turns the result into a Settlement."""
 
-    def __init__(self, registry: Registry, worker_name: str, threads: int) -> None:
+    def __init__(self, registry: Registry, worker_name: str, threads: int, limiter: Limiter, keys: Keys,
+                 slot_ttl_s: float) -> None:
         self._registry = registry
         self._worker = worker_name
+        self._limiter = limiter
+        self._keys = keys
+        self._slot_ttl_s = slot_ttl_s
         self.threads = DaemonThreadPool(threads)
         """The pool plain ``def`` tasks run in."""
 
-    async def run(self, d: Delivery) -> Settlement:
+    async def run(self, d: Delivery, ctx: TaskContext | None = None) -> Settlement:
         """Execute ``d`` and return its outcome; never raises for a task's own error."""
         found = self._resolve(d)
         if isinstance(found, Settlement):
             return found
         task, payload = found
-        token = _current.set(TaskContext(d.task_id, d.name, d.queue, d.attempt, d.redelivered, self._worker))
-        limit = task.options.time_limit_s
+        admission = self._admission(task, d, payload)
+        if admission is not None:
+            wait_ms = await self._limiter.admit(admission)
+            if wait_ms != 0:
+                jitter = random.randint(0, CAP_RETRY_MS)
+                return Settlement(states.DEFER, countdown_ms=CAP_RETRY_MS + jitter if wait_ms == CAP_FULL else wait_ms)
+        token = _current.set(ctx or self.context(d))
         try:
-            with anyio.CancelScope(deadline=math.inf if limit is None else anyio.current_time() + limit) as scope:
-                value = await self._call(task, payload.args, payload.kwargs)
-            if scope.cancelled_caught:
-                return _failure(d, "TimeLimitExceeded", f"task {d.name!r} (id {d.task_id}) ran past its time "
-                                f"limit of {limit:g} s and was {'cancelled' if task.is_async else 'abandoned'}", "")
-        except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the worker cancels this run (shutdown, lost lease): not the task's outcome
-            return _failure(d, "CancelledError", str(exc) or "the task raised CancelledError",
-                            traceback.format_exc())
-        except (Exception, SystemExit) as exc:
-            return _failure(d, type(exc).__qualname__, str(exc), traceback.format_exc())
+            return await self._execute(task, d, payload)
         finally:
             _current.reset(token)
-        try:
-            return Settlement(states.SUCCESS, result=encode_value(value, f"the return value of task {d.name!r}"))
-        except EncodeError as exc:
-            return _failure(d, "EncodeError", f"task {d.name!r} (id {d.task_id}): {exc}", "")
+            if admission is not None and admission.slot_key is not None:
+                await asyncio.shield(self._limiter.release(admission.slot_key, d.task_id))
+
+    def context(self, d: Delivery) -> TaskContext:
+        """The context a run of ``d`` sees through ``current_task()``."""
+        return TaskContext(d.task_id, d.name, d.queue, d.run_number, d.redelivered, self._worker, d.retries)
 
     def _resolve(self, d: Delivery) -> tuple[Task[Any, Any], Payload] | Settlement:
         """The task and its decoded, bound arguments, or the terminal outcome explaining why not."""
         task = self._registry.get(d.name)
         if task is None:
             known = ", ".join(self._registry) or "none"
-            return _dead(d, "NotRegistered", f"unknown task {d.name!r}: this worker registers {known}; "
-                         "register it (app.task / app.register_tasks) and requeue the dead letter")
+            return _dead(f"unknown task {d.name!r}: this worker registers {known}; "
+                         "register it (app.task / app.register_tasks) and requeue the dead letter", "NotRegistered")
         try:
             payload = decode_payload(d.payload)
         except ValueError as exc:
-            return _dead(d, "DecodeError", f"task {d.name!r} (id {d.task_id}) has an undecodable payload: {exc}")
+            return _dead(f"task {d.name!r} (id {d.task_id}) has an undecodable payload: {exc}", "DecodeError")
         try:
             task.signature.bind(*payload.args, **payload.kwargs)
         except TypeError as exc:
-            return _failure(d, "TaskArgumentsError",
-                            f"task {d.name!r} (id {d.task_id}) got arguments that don't bind to "
-                            f"{d.name}{task.signature}: {exc}; not retried", "")
+            return _failure("TaskArgumentsError", f"task {d.name!r} (id {d.task_id}) got arguments that don't "
+                            f"bind to {d.name}{task.signature}: {exc}; not retried", "")
         return task, payload
 
-    async def _call(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    def _admission(self, task: Task[Any, Any], d: Delivery, payload: Payload) -> Admission | None:
+        opts = task.options
+        if opts.rate_limit is None and opts.concurrency_limit is None:
+            return None
+        slot_key = None
+        if opts.concurrency_key is not None and opts.concurrency_limit is not None:
+            slot_key = self._keys.slots(task.name, _concurrency_value(task, payload))
+        ttl_s = max(self._slot_ttl_s, (opts.time_limit_s or 0) + self._slot_ttl_s / 3)
+        return Admission(task_id=d.task_id, rate_key=self._keys.rate(task.name) if opts.rate_limit else None,
+                         rate=opts.rate_limit, slot_key=slot_key, limit=opts.concurrency_limit or 0,
+                         slot_ttl_ms=int(ttl_s * 1000))
+
+    async def _execute(self, task: Task[Any, Any], d: Delivery, payload: Payload) -> Settlement:
+        limit = task.options.time_limit_s
+        try:
+            with anyio.CancelScope(deadline=math.inf if limit is None else anyio.current_time() + limit) as scope:
+                value = await self._call(task, d, payload)
+            if scope.cancelled_caught:
+                how = "cancelled" if task.is_async else "abandoned"
+                exc = TimeLimitExceeded(f"task {d.name!r} (id {d.task_id}) ran past its time limit of {limit:g} s "
+                                        f"and was {how}")
+                return self._after_error(task, d, exc, "")
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker cancels this run (shutdown, lost lease, revoke): not the task's outcome
+            return self._after_error(task, d, exc, traceback.format_exc())
+        except Retry as retry:
+            return self._retry(task, d, retry, traceback.format_exc())
+        except (Exception, SystemExit) as exc:
+            return self._after_error(task, d, exc, traceback.format_exc())
+        try:
+            return Settlement(states.SUCCESS, result=encode_value(value, f"the return value of task {d.name!r}"))
+        except EncodeError as exc:
+            return _failure("EncodeError", f"task {d.name!r} (id {d.task_id}): {exc}", "")
+
+    async def _call(self, task: Task[Any, Any], d: Delivery, payload: Payload) -> Any:
+        soft = task.options.soft_time_limit_s
         if task.is_async:
-            return await task.fn(*args, **kwargs)
+            coro = task.fn(*payload.args, **payload.kwargs)
+            if soft is None:
+                return await coro
+            return await run_with_soft_limit(coro, soft, f"task {d.name!r} (id {d.task_id})")
         # The pool copies the caller's contextvars into the thread, so current_task() works there.
-        return await self.threads.run(functools.partial(task.fn, *args, **kwargs))
+        return await self.threads.run(functools.partial(task.fn, *payload.args, **payload.kwargs), soft)
+
+    def _retry(self, task: Task[Any, Any], d: Delivery, retry: Retry, tb: str) -> Settlement:
+        cause = retry.exc or retry
+        decision = decide(task.options.retry, d.retries, cause, explicit=True, explicit_countdown=retry.countdown)
+        error = _error_info(cause, tb)
+        if decision.retry:
+            return Settlement(states.RETRY, error=error, countdown_ms=int(decision.countdown_s * 1000))
+        return Settlement(states.FAILURE, error=error, dead_letter=True,
+                          reason=f"gave up after {d.retries} retries (max_retries {task.options.retry.max_retries})")
+
+    def _after_error(self, task: Task[Any, Any], d: Delivery, exc: BaseException, tb: str) -> Settlement:
+        policy = task.options.retry
+        decision = decide(policy, d.retries, exc)
+        error = _error_info(exc, tb)
+        if decision.retry:
+            return Settlement(states.RETRY, error=error, countdown_ms=int(decision.countdown_s * 1000))
+        exhausted = policy.wants(exc) and d.retries >= policy.max_retries
+        reason = f"gave up after {d.retries} retries (max_retries {policy.max_retries})" if exhausted else ""
+        return Settlement(states.FAILURE, error=error, dead_letter=exhausted, reason=reason)
 
 
-def _failure(d: Delivery, exc_type: str, message: str, tb: str) -> Settlement:
+def _concurrency_value(task: Task[Any, Any], payload: Payload) -> str:
+    key = task.options.concurrency_key
+    if callable(key):
+        return str(key(*payload.args, **payload.kwargs))
+    bound = task.signature.bind(*payload.args, **payload.kwargs)
+    bound.apply_defaults()
+    return str(bound.arguments.get(str(key), ""))
+
+
+def _error_info(exc: BaseException, tb: str) -> ErrorInfo:
+    return ErrorInfo(type(exc).__qualname__, str(exc) or type(exc).__name__, tb)
+
+
+def _failure(exc_type: str, message: str, tb: str) -> Settlement:
     return Settlement(states.FAILURE, error=ErrorInfo(exc_type, message, tb))
 
 
-def _dead(d: Delivery, exc_type: str, reason: str) -> Settlement:
+def _dead(reason: str, exc_type: str) -> Settlement:
     return Settlement(states.DEAD, error=ErrorInfo(exc_type, reason, ""), reason=reason)

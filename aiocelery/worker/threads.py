@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .soft_limit import raise_in_thread
+
 T = TypeVar("T")
 
 
@@ -27,6 +29,8 @@ class _Job:
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
     started: bool = False
     abandoned: bool = False
+    finished: bool = False
+    thread_id: int = 0
 
 
 class DaemonThreadPool:
@@ -50,12 +54,16 @@ class DaemonThreadPool:
         """Threads still running an abandoned call right now."""
         return self._stuck
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn()`` in a pool thread with the current contextvars; cancellation abandons it."""
+    async def run(self, fn: Callable[[], T], soft_limit_s: float | None = None) -> T:
+        """Run ``fn()`` in a pool thread with the current contextvars; cancellation abandons it.
+
+        With ``soft_limit_s``, SoftTimeLimitExceeded is raised in the thread when it runs that long.
+        """
         loop = asyncio.get_running_loop()
         job = _Job(fn, loop, loop.create_future())
         self._jobs.put(job)
         self._ensure_thread()
+        timer = loop.call_later(soft_limit_s, self._soft_limit, job) if soft_limit_s is not None else None
         try:
             result: T = await job.future
             return result
@@ -66,6 +74,14 @@ class DaemonThreadPool:
                     self.abandoned += 1
                     self._stuck += 1
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _soft_limit(self, job: _Job) -> None:
+        with self._lock:
+            if job.started and not job.finished and job.thread_id:
+                raise_in_thread(job.thread_id)
 
     def _ensure_thread(self) -> None:
         with self._lock:
@@ -85,6 +101,7 @@ class DaemonThreadPool:
                 self._idle -= 1
                 if job is not None:
                     job.started = not job.future.cancelled()
+                    job.thread_id = threading.get_ident()
             if job is None:
                 return
             if job.started:
@@ -98,6 +115,7 @@ class DaemonThreadPool:
         else:
             outcome = (result, None)
         with self._lock:
+            job.finished = True
             if job.abandoned:
                 self._stuck -= 1
                 return

@@ -25,9 +25,11 @@ import anyio
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .. import states
 from .._backoff import Backoff
 from ..brokers.base import TRANSIENT_ERRORS, Broker, Consumer
-from ..records import Delivery
+from ..context import TaskContext
+from ..records import Delivery, Settlement
 from .executor import Executor
 from .fetcher import Fetcher, Slots
 from .leases import LeaseThread
@@ -39,6 +41,24 @@ if TYPE_CHECKING:
     from ..app import App
 
 log = logging.getLogger("aiocelery.worker")
+
+
+class _Run:
+    """One running delivery: its cancel scope, its context, and why it was cancelled."""
+
+    __slots__ = ("ctx", "delivery", "revoked", "scope")
+
+    def __init__(self, delivery: Delivery, ctx: TaskContext) -> None:
+        self.delivery = delivery
+        self.ctx = ctx
+        self.scope = CancelScope()
+        self.revoked = False
+
+    def cancelled_outcome(self) -> Settlement | None:
+        """REVOKED when a revoke terminated it; None (nothing stored) when its lease was lost."""
+        if self.revoked:
+            return Settlement(states.REVOKED, reason="revoked: terminated while running")
+        return None
 
 
 class Worker:
@@ -73,7 +93,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
         self._slots = Slots(concurrency)
-        self._running: dict[str, CancelScope] = {}
+        self._runs: dict[str, _Run] = {}
         self._by_task: dict[asyncio.Task[object], Delivery] = {}
         self._fetcher: Fetcher | None = None
         self._consumers_scope: CancelScope | None = None
@@ -139,7 +159,9 @@ class Worker:
         keeper = consumer.lease_keeper()
         leases = LeaseThread(keeper, config.lease_s, loop, self._lease_lost) if keeper else None
         watchdog = LoopWatchdog(loop, config.blocked_loop_warn_s, self._describe)
-        executor = Executor(self.app.registry, self.name, threads=self.concurrency)
+        conn = self.app._connections()
+        executor = Executor(self.app.registry, self.name, threads=self.concurrency, limiter=conn.limiter,
+                            keys=conn.keys, slot_ttl_s=3 * config.lease_s)
         self._fetcher = Fetcher(consumer, self._slots, block_s=config.fetch_block_s, lease_s=config.lease_s,
                                 reclaim_interval_s=config.reclaim_interval_s,
                                 leases_healthy=lambda: leases is None or leases.healthy)
@@ -164,6 +186,7 @@ class Worker:
         send, recv = anyio.create_memory_object_stream[Delivery](self.concurrency * len(self.queues))
         async with anyio.create_task_group() as side:
             side.start_soon(self._promote, broker)
+            side.start_soon(self._watch_revocations, broker)
             async with anyio.create_task_group() as consumers:
                 self._consumers_scope = consumers.cancel_scope
                 for _ in range(self.concurrency):
@@ -213,17 +236,20 @@ class Worker:
             async for d in recv:
                 if leases is not None:
                     leases.hold(d)
+                run = _Run(d, executor.context(d))
                 try:
-                    with anyio.CancelScope() as scope:
-                        self._running[d.entry_id] = scope
-                        if current is not None:
-                            self._by_task[current] = d
-                        settlement = await executor.run(d)
-                    self._running.pop(d.entry_id, None)
-                    if not scope.cancelled_caught:
+                    self._runs[d.task_id] = run
+                    if current is not None:
+                        self._by_task[current] = d
+                    with run.scope:
+                        settlement: Settlement | None = await executor.run(d, run.ctx)
+                    self._runs.pop(d.task_id, None)
+                    if run.scope.cancelled_caught:
+                        settlement = run.cancelled_outcome()
+                    if settlement is not None:
                         await settler.settle(d, settlement)
                 finally:
-                    self._running.pop(d.entry_id, None)
+                    self._runs.pop(d.task_id, None)
                     if current is not None:
                         self._by_task.pop(current, None)
                     if leases is not None:
@@ -232,11 +258,29 @@ class Worker:
                 self._check_limits(executor)
 
     def _lease_lost(self, entry_id: str) -> None:
-        scope = self._running.get(entry_id)
-        if scope is not None:
-            log.warning("lease of delivery %s lost (another worker took it over); cancelling the local run",
-                        entry_id)
-            scope.cancel()
+        for run in list(self._runs.values()):
+            if run.delivery.entry_id == entry_id:
+                log.warning("lease of task %s[%s] lost (another worker took it over); cancelling the local run",
+                            run.delivery.name, run.delivery.task_id)
+                run.scope.cancel()
+
+    def _terminate(self, task_id: str) -> None:
+        run = self._runs.get(task_id)
+        if run is not None:
+            log.warning("task %s[%s] revoked with terminate: cancelling it", run.delivery.name, task_id)
+            run.revoked = True
+            run.ctx.cancel_event.set()
+            run.scope.cancel()
+
+    async def _watch_revocations(self, broker: Broker) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await broker.watch_revocations(self._terminate)
+            except Exception as exc:
+                delay = backoff.next_delay()
+                log.warning("revocation listener failed (%s); restarting in %.2f s", exc, delay)
+                await anyio.sleep(delay)
 
     def _check_limits(self, executor: Executor) -> None:
         if self._stopping.is_set():

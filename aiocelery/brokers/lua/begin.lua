@@ -37,11 +37,16 @@ for i = 7, #ARGV, 2 do
       'worker', ARGV[4])
     out[#out + 1] = {'missing', id, entry}
   else
-    local f = redis.call('HMGET', key, 'state', 'crashes', 'name', 'expires_ms', 'retries', 'deferrals')
+    local f = redis.call('HMGET', key, 'state', 'crashes', 'name', 'expires_ms', 'retries', 'deferrals',
+      'revoked')
     local expires = tonumber(f[4] or '')
     if ready[f[1]] then
       finish(entry)
       out[#out + 1] = {'done', id, entry}
+    elseif f[7] then
+      finish(entry)
+      terminal(key, id, 'REVOKED', f[7])
+      out[#out + 1] = {'revoked', id, entry}
     elseif expires and now >= expires then
       finish(entry)
       terminal(key, id, 'REVOKED', 'expired')

@@ -8,7 +8,8 @@
 -- the second call finds the outcome already stored for this attempt and returns 2.
 -- KEYS: 1 task hash, 2 stream, 3 dead stream, 4 delayed zset
 -- ARGV: 1 group, 2 entry id, 3 attempt, 4 state, 5 result, 6 error json, 7 reason,
---       8 ttl ms, 9 done channel, 10 task id, 11 worker, 12 countdown ms, 13 wake channel
+--       8 ttl ms, 9 done channel, 10 task id, 11 worker, 12 countdown ms, 13 wake channel,
+--       14 '1' to dead-letter a FAILURE (retries exhausted)
 local cur = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'settled')
 local state = ARGV[4]
 if cur[1] ~= 'STARTED' or cur[2] ~= ARGV[3] then
@@ -47,7 +48,7 @@ if state == 'SUCCESS' then
   redis.call('HDEL', KEYS[1], 'payload')
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
-if state == 'DEAD' then
+if state == 'DEAD' or ARGV[14] == '1' then
   local name = redis.call('HGET', KEYS[1], 'name') or ''
   redis.call('XADD', KEYS[3], '*', 'id', ARGV[10], 'name', name, 'reason', ARGV[7],
     'time_ms', now, 'worker', ARGV[11], 'error', ARGV[6])

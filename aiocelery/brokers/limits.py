@@ -1,0 +1,88 @@
+"""Cluster-wide start admission: rate limits and per-key concurrency caps (Redis and memory)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Protocol
+
+from .._redis.client import Client
+from ..rate import Rate
+
+CAP_FULL = -1
+"""``admit`` answer when the concurrency cap is full."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What to check before a start: ``rate`` under ``rate_key``, ``limit`` runs under ``slot_key``."""
+
+    task_id: str
+    rate_key: str | None = None
+    rate: Rate | None = None
+    slot_key: str | None = None
+    limit: int = 0
+    slot_ttl_ms: int = 0
+
+
+class Limiter(Protocol):
+    """Decides whether a task may start now; holds concurrency slots until released."""
+
+    async def admit(self, a: Admission) -> int:
+        """0: start now; > 0: ms until the rate allows it; CAP_FULL: its key is at the cap."""
+        ...
+
+    async def release(self, slot_key: str, task_id: str) -> None:
+        """Give a concurrency slot back."""
+        ...
+
+
+class RedisLimiter:
+    """admit.lua on the broker's Redis."""
+
+    def __init__(self, client: Client) -> None:
+        text = resources.files("aiocelery.brokers").joinpath("lua", "admit.lua").read_text("utf-8")
+        self._client = client
+        self._script = client.register_script(text)
+
+    async def admit(self, a: Admission) -> int:
+        """One script call checks the rate and the cap together."""
+        keys = [a.rate_key or "-", a.slot_key or "-"]
+        args = ["" if a.rate is None else a.rate.interval_ms, 1 if a.rate is None else a.rate.burst,
+                "" if a.slot_key is None else a.limit, a.slot_ttl_ms, a.task_id]
+        return int(await self._script(keys=keys, args=args))
+
+    async def release(self, slot_key: str, task_id: str) -> None:
+        """ZREM the task from the slot set."""
+        await self._client.zrem(slot_key, task_id)
+
+
+@dataclass(slots=True)
+class MemoryLimiter:
+    """The same arithmetic in process memory."""
+
+    tats: dict[str, float] = field(default_factory=dict)
+    slots: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    async def admit(self, a: Admission) -> int:
+        """Mirror of admit.lua."""
+        now = time.time() * 1000
+        tat = max(self.tats.get(a.rate_key or "", 0.0), now)
+        if a.rate is not None:
+            allowed_at = tat - (a.rate.burst - 1) * a.rate.interval_ms
+            if now < allowed_at:
+                return max(1, int(allowed_at - now + 0.999))
+        if a.slot_key is not None:
+            held = {k: v for k, v in self.slots.get(a.slot_key, {}).items() if v > now}
+            if a.task_id not in held and len(held) >= a.limit:
+                return CAP_FULL
+            held[a.task_id] = now + a.slot_ttl_ms
+            self.slots[a.slot_key] = held
+        if a.rate is not None and a.rate_key is not None:
+            self.tats[a.rate_key] = tat + a.rate.interval_ms
+        return 0
+
+    async def release(self, slot_key: str, task_id: str) -> None:
+        """Forget the slot."""
+        self.slots.get(slot_key, {}).pop(task_id, None)
