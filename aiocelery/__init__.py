@@ -15,13 +15,16 @@ from .exceptions import ResultError as ResultError
 from .exceptions import ResultLost as ResultLost
 from .exceptions import ResultNotFound as ResultNotFound
 from .exceptions import ResultTimeout as ResultTimeout
+from .exceptions import Retry as Retry
 from .exceptions import SendError as SendError
+from .exceptions import SoftTimeLimitExceeded as SoftTimeLimitExceeded
 from .exceptions import TaskArgumentsError as TaskArgumentsError
 from .exceptions import TaskDead as TaskDead
 from .exceptions import TaskError as TaskError
 from .exceptions import TaskFailed as TaskFailed
 from .exceptions import TaskRevoked as TaskRevoked
 from .result import AsyncResult as AsyncResult
+from .retry import RetryPolicy as RetryPolicy
 from .signature import Signature as Signature
 from .task import Task as Task
 from .worker.worker import Worker as Worker
@@ -42,8 +45,11 @@ __all__ = [
     "ResultLost",
     "ResultNotFound",
     "ResultTimeout",
+    "Retry",
+    "RetryPolicy",
     "SendError",
     "Signature",
+    "SoftTimeLimitExceeded",
     "Task",
     "TaskArgumentsError",
     "TaskContext",
