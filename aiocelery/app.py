@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 import redis.asyncio as aioredis
 
+from ._clock import Clock
 from .backends.base import ResultBackend
 from .brokers.base import Broker, Outgoing, Published
 from .config import Config, redact_url
 from .exceptions import ConfigError, EncodeError, ResultNotFound, SendError, TaskArgumentsError
 from .message import TaskMessage
+from .periodic import PeriodicEntry, make_entry, make_schedule
 from .registry import Registry
 from .result import AsyncResult
+from .schedule import Schedule
 from .signature import Signature
 from .task import SendOptions, Task, TaskOptions
 from .task_options import TaskOptionArgs, build_options
@@ -35,11 +37,14 @@ R = TypeVar("R")
 class App:
     """An aiocelery application: ``App(Config(broker=...))`` (the seed's NewServer)."""
 
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, *, clock: Clock | None = None) -> None:
         self.config = config or Config()
         """The frozen configuration."""
         self.registry = Registry()
         """Registered tasks by name."""
+        self.periodic_entries: list[PeriodicEntry] = []
+        """Periodic tasks, sent by the scheduler in every worker and by ``python -m aiocelery beat``."""
+        self._clock = clock
         self._conn: Connections | None = None
 
     def __repr__(self) -> str:
@@ -65,6 +70,29 @@ class App:
         """
         decorator = TaskDecorator(self, build_options(options))
         return decorator if fn is None else decorator(fn)
+
+    def periodic(self, cron: str | Schedule | None = None, /, *, every: timedelta | None = None,
+                 tz: str | None = None, missed: str = "latest",
+                 args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+                 **options: Unpack[TaskOptionArgs]) -> TaskDecorator:
+        """Register a task and run it on a schedule: ``@app.periodic("*/5 * * * *", tz="Europe/Paris")``
+        or ``@app.periodic(every=timedelta(seconds=30))``. ``missed``: what to do about fire times
+        no scheduler was up for: "latest" (run the most recent once), "all", or "skip". Other
+        keywords are ``@app.task``'s; the entry is named after the task."""
+        schedule = make_schedule(cron, every, tz)
+
+        def on_register(task: Task[..., Any]) -> None:
+            signature = Signature(task.name, args=args, kwargs=kwargs or {}, queue=task.options.queue)
+            self.periodic_entries.append(make_entry(task.name, schedule, signature, missed))
+
+        return TaskDecorator(self, build_options(options), on_register)
+
+    def add_periodic(self, schedule: str | timedelta | Schedule, signature: Signature, *, name: str | None = None,
+                     tz: str | None = None, missed: str = "latest") -> PeriodicEntry:
+        """Send ``signature`` on ``schedule`` (a cron string, a timedelta or a Schedule)."""
+        entry = make_entry(name or signature.name, make_schedule(schedule, None, tz), signature, missed)
+        self.periodic_entries.append(entry)
+        return entry
 
     def register_tasks(self, tasks: Mapping[str, Callable[..., Any]]) -> dict[str, Task[..., Any]]:
         """Register several functions under the given names (the seed's RegisterTasks)."""
@@ -163,10 +191,13 @@ class App:
             raise ConfigError(f"task {name!r} (id {task_id}): queue name {queue!r} must not contain "
                               "'{', '}', ':' or spaces")
         eta_ms = _absolute_ms(name, task_id, "eta", options.eta)
-        expires_ms = _absolute_ms(name, task_id, "expires", options.expires)
+        expires = options.expires
+        expires_ms = _absolute_ms(name, task_id, "expires", expires) if isinstance(expires, datetime) else None
+        expires_in_ms = None if expires is None or isinstance(expires, datetime) else int(expires * 1000)
         delay_ms = max(0, int((options.countdown or 0) * 1000))
         return TaskMessage(id=task_id, name=name, args=args, kwargs=kwargs, queue=queue,
-                           delay_ms=delay_ms, eta_ms=eta_ms, expires_ms=expires_ms, dedup_key=options.dedup_key,
+                           delay_ms=delay_ms, eta_ms=eta_ms, expires_ms=expires_ms, expires_in_ms=expires_in_ms,
+                           dedup_key=options.dedup_key,
                            dedup_ttl_ms=int(options.dedup_ttl_s * 1000))
 
     # -- results, workers, lifecycle ---------------------------------------------------------
@@ -197,24 +228,25 @@ class App:
 
     def worker(self, name: str | None = None, *, concurrency: int = 10, queues: list[str] | None = None,
                shutdown_grace_s: float | None = None, max_tasks: int | None = None,
-               max_memory_mb: float | None = None) -> Worker:
+               max_memory_mb: float | None = None, beat: bool = True) -> Worker:
         """A worker for this app (the seed's NewWorker): ``await w.run()`` or ``async with w:``.
 
-        ``max_tasks`` / ``max_memory_mb``: drain and stop after that many tasks / above that RSS.
+        ``max_tasks`` / ``max_memory_mb``: drain and stop after that many tasks / above that RSS;
+        ``beat``: run the periodic scheduler here too (safe with any number of workers).
         """
         from .worker.limits import Limits  # runtimes sit above the app; imported on use
         from .worker.worker import Worker
 
         limits = Limits(max_tasks=max_tasks, max_memory_mb=max_memory_mb)
         return Worker(self, name=name, concurrency=concurrency, queues=queues, shutdown_grace_s=shutdown_grace_s,
-                      limits=limits)
+                      limits=limits, beat=beat)
 
     def _backend_getter(self) -> ResultBackend:
         return self._connections().backend
 
     def _connections(self) -> Connections:
         if self._conn is None:
-            self._conn = connect(self.config)
+            self._conn = connect(self.config, self._clock)
         return self._conn
 
     async def close(self) -> None:
@@ -231,24 +263,24 @@ class App:
         await self.close()
 
 
-def _absolute_ms(name: str, task_id: str, what: str, when: float | datetime | None) -> int | None:
-    """An absolute Unix time in ms from seconds-from-now or an aware datetime; naive ones refused."""
+def _absolute_ms(name: str, task_id: str, what: str, when: datetime | None) -> int | None:
+    """An aware datetime as Unix ms; naive ones refused."""
     if when is None:
         return None
-    if isinstance(when, datetime):
-        if when.tzinfo is None or when.utcoffset() is None:
-            raise EncodeError(f"task {name!r} (id {task_id}): {what} {when!r} is naive; "
-                              "pass an aware datetime, e.g. datetime.now(timezone.utc) + timedelta(...)")
-        return int(when.timestamp() * 1000)
-    return int((time.time() + when) * 1000)
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise EncodeError(f"task {name!r} (id {task_id}): {what} {when!r} is naive; "
+                          "pass an aware datetime, e.g. datetime.now(timezone.utc) + timedelta(...)")
+    return int(when.timestamp() * 1000)
 
 
 class TaskDecorator:
     """What ``@app.task(...)`` with options returns: apply it to an ``async def`` or a ``def``."""
 
-    def __init__(self, app: App, options: TaskOptions) -> None:
+    def __init__(self, app: App, options: TaskOptions,
+                 on_register: Callable[[Task[..., Any]], None] | None = None) -> None:
         self._app = app
         self._options = options
+        self._on_register = on_register
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
@@ -256,4 +288,7 @@ class TaskDecorator:
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     def __call__(self, fn: Callable[..., Any], /) -> Any:
-        return self._app._register(fn, self._options)
+        task = self._app._register(fn, self._options)
+        if self._on_register is not None:
+            self._on_register(task)
+        return task

@@ -36,6 +36,8 @@ class TaskMessage:
     """Run no earlier than this absolute Unix time in ms (overrides ``delay_ms``)."""
     expires_ms: int | None = None
     """Never start after this absolute Unix time in ms: it ends REVOKED (reason ``expired``)."""
+    expires_in_ms: int | None = None
+    """Never start later than this many ms after the broker receives it (broker time)."""
     dedup_key: str | None = None
     """While this key lives, sending again returns the task holding it."""
     dedup_ttl_ms: int = 0

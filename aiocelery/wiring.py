@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._clock import Clock, SystemClock
 from ._redis.client import Client, command_client
 from ._redis.keys import Keys
 from ._redis.pubsub import PubSubHub
@@ -15,6 +16,7 @@ from .brokers.limits import Limiter, MemoryLimiter, RedisLimiter
 from .brokers.memory import MemoryBroker, MemoryStore
 from .brokers.redis import RedisBroker
 from .config import Config
+from .exceptions import ConfigError
 
 
 @dataclass(slots=True)
@@ -25,6 +27,7 @@ class Connections:
     backend: ResultBackend
     limiter: Limiter
     keys: Keys
+    clock: Clock
     client: Client | None = None
     hub: PubSubHub | None = None
 
@@ -38,15 +41,18 @@ class Connections:
             await self.client.aclose(close_connection_pool=True)
 
 
-def connect(config: Config) -> Connections:
-    """Create (lazily connecting) clients for ``config``."""
+def connect(config: Config, clock: Clock | None = None) -> Connections:
+    """Create (lazily connecting) clients for ``config``; ``clock`` only for memory://."""
     if config.is_memory:
-        store = MemoryStore()
+        store = MemoryStore(clock=clock or SystemClock())
         broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes)
-        return Connections(broker, MemoryBackend(store), MemoryLimiter(), Keys(config.key_prefix))
+        return Connections(broker, MemoryBackend(store), MemoryLimiter(), Keys(config.key_prefix), store.clock)
+    if clock is not None:
+        raise ConfigError("a custom clock (VirtualClock) works with memory:// only; Redis keeps its own time")
     client = command_client(config.broker, config.max_connections)
     hub = PubSubHub(config.broker)
     keys = Keys(config.key_prefix)
     redis_broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
                                max_crashes=config.max_crashes)
-    return Connections(redis_broker, RedisBackend(client, hub, keys), RedisLimiter(client), keys, client, hub)
+    backend = RedisBackend(client, hub, keys)
+    return Connections(redis_broker, backend, RedisLimiter(client), keys, SystemClock(), client, hub)

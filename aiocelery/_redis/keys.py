@@ -60,6 +60,10 @@ class Keys:
         """Channel telling workers to terminate a running task now."""
         return f"{self.prefix}:revoke"
 
+    def periodic(self, name: str) -> str:
+        """The latest fire time handled for a periodic entry."""
+        return f"{self.prefix}:periodic:{name}"
+
     def task(self, task_id: str) -> str:
         """The task's record."""
         return f"{self.prefix}:task:{task_id}"

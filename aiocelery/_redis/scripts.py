@@ -25,9 +25,10 @@ class Scripts:
     promote: AsyncScript
     requeue: AsyncScript
     revoke: AsyncScript
+    periodic: AsyncScript
 
     @classmethod
     def register(cls, client: Client) -> Scripts:
         """Register every script with ``client``."""
-        names = ("enqueue", "begin", "settle", "release", "promote", "requeue", "revoke")
+        names = ("enqueue", "begin", "settle", "release", "promote", "requeue", "revoke", "periodic")
         return cls(**{name: client.register_script(_text(name)) for name in names})

@@ -124,6 +124,14 @@ class Broker(Protocol):
         """Move delayed tasks to their queue when due; runs until cancelled."""
         ...
 
+    async def now_ms(self) -> int:
+        """The broker's time in ms (Redis TIME): what schedules and due times are measured by."""
+        ...
+
+    async def record_fired(self, name: str, fire_ms: int) -> int | None:
+        """Remember that periodic entry ``name`` handled fire times up to ``fire_ms``; the previous value."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

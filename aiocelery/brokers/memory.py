@@ -7,7 +7,6 @@ consumer, a delayed heap and dead letters. Each method below mirrors one Lua scr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import time
@@ -17,15 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import states
+from .._clock import Clock, SystemClock
 from ..records import DeadLetter, Delivery, ErrorInfo, Settlement, TaskRecord
 from .base import Outgoing, Published
 
 Listener = Callable[[bytes | None], None]
-
-
-def now_ms() -> int:
-    """Wall-clock time in ms: the memory store's stand-in for Redis TIME."""
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)
@@ -71,6 +66,8 @@ class MemoryStore:
     dead: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
     revoke_listeners: list[Callable[[str], None]] = field(default_factory=list)
+    fired: dict[str, int] = field(default_factory=dict)
+    clock: Clock = field(default_factory=SystemClock)
     listeners: dict[str, list[Listener]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     delayed_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -125,9 +122,10 @@ class MemoryBroker:
             if holder is not None and holder[1] > time.monotonic():
                 return Published(False, holder[0])
             s.dedup[msg.dedup_key] = (msg.id, time.monotonic() + msg.dedup_ttl_ms / 1000)
-        now = now_ms()
+        now = self._now()
+        expires = msg.expires_ms if msg.expires_in_ms is None else now + msg.expires_in_ms
         s.records[msg.id] = _Entry(msg.id, msg.name, msg.queue, item.payload, created_ms=now,
-                                   task_expires_ms=msg.expires_ms)
+                                   task_expires_ms=expires)
         due = msg.eta_ms if msg.eta_ms is not None else now + msg.delay_ms
         self._schedule(msg.queue, msg.id, due, now)
         return Published(True, msg.id)
@@ -171,7 +169,7 @@ class MemoryBroker:
             self._finish(queue, entry_id)
             self._terminal(e, Settlement(states.REVOKED, reason=e.revoked))
             return None
-        if e.task_expires_ms is not None and now_ms() >= e.task_expires_ms:
+        if e.task_expires_ms is not None and self._now() >= e.task_expires_ms:
             self._finish(queue, entry_id)
             self._terminal(e, Settlement(states.REVOKED, reason="expired"))
             return None
@@ -184,7 +182,7 @@ class MemoryBroker:
             self._dead_letter(queue, task_id, e.name, reason, worker)
             return None
         e.attempt += 1
-        e.state, e.started_ms, e.worker = states.STARTED, now_ms(), worker
+        e.state, e.started_ms, e.worker = states.STARTED, self._now(), worker
         return Delivery(task_id=task_id, name=e.name, queue=queue, entry_id=entry_id, attempt=e.attempt,
                         payload=e.payload, redelivered=e.attempt - e.deferrals > 1, worker=worker,
                         retries=e.retries, deferrals=e.deferrals)
@@ -193,7 +191,7 @@ class MemoryBroker:
         self.store.pending.get(queue, {}).pop(entry_id, None)
 
     def _terminal(self, e: _Entry, settlement: Settlement) -> None:
-        e.state, e.done_ms = settlement.state, now_ms()
+        e.state, e.done_ms = settlement.state, self._now()
         e.result, e.error, e.reason = settlement.result, settlement.error, settlement.reason
         e.expires_at = time.monotonic() + self._ttl_s
         self.store.notify(e.task_id, e.state)
@@ -202,7 +200,7 @@ class MemoryBroker:
                      error: ErrorInfo | None = None) -> None:
         self.store.dead.setdefault(queue, []).append(
             {"entry_id": f"{next(self.store._ids)}-0", "id": task_id, "name": name, "reason": reason,
-             "time_ms": str(now_ms()), "worker": worker, "error": error})
+             "time_ms": str(self._now()), "worker": worker, "error": error})
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
         """Mirror of settle.lua: fenced on the attempt, then store + ack + notify."""
@@ -217,7 +215,7 @@ class MemoryBroker:
                 e.state, e.error, e.retries = states.RETRY, settlement.error, e.retries + 1
             else:
                 e.state, e.deferrals = states.PENDING, e.deferrals + 1
-            now = now_ms()
+            now = self._now()
             self._schedule(delivery.queue, e.task_id, now + settlement.countdown_ms, now)
             return True
         self._terminal(e, settlement)
@@ -287,14 +285,26 @@ class MemoryBroker:
             soonest: int | None = None
             for queue in queues:
                 heap = s.delayed.get(queue, [])
-                while heap and heap[0][0] <= now_ms():
+                while heap and heap[0][0] <= self._now():
                     _, task_id = heapq.heappop(heap)
                     s.add_ready(queue, task_id)
                 if heap:
                     soonest = heap[0][0] if soonest is None else min(soonest, heap[0][0])
-            timeout = None if soonest is None else max(0.0, (soonest - now_ms()) / 1000)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(s.delayed_changed.wait(), timeout)
+            await s.clock.wait(soonest, s.delayed_changed)
+
+    async def now_ms(self) -> int:
+        """The store's clock (a VirtualClock in tests)."""
+        return self._now()
+
+    async def record_fired(self, name: str, fire_ms: int) -> int | None:
+        """Mirror of periodic.lua."""
+        last = self.store.fired.get(name)
+        if last is None or fire_ms > last:
+            self.store.fired[name] = fire_ms
+        return last
+
+    def _now(self) -> int:
+        return self.store.clock.now_ms()
 
     async def close(self) -> None:
         """Nothing to close."""

@@ -62,7 +62,7 @@ class RedisBroker:
         return (
             [k.task(msg.id), k.stream(msg.queue), k.delayed(msg.queue), k.dedup(msg.dedup_key or "-")],
             [msg.id, msg.name, msg.queue, item.payload, msg.delay_ms, _opt(msg.eta_ms), k.wake(msg.queue),
-             _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else ""],
+             _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else "", _opt(msg.expires_in_ms)],
         )
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:
@@ -229,6 +229,16 @@ class RedisBroker:
                 wait = int(next_ms) / 1000
                 soonest = wait if soonest is None else min(soonest, wait)
         return soonest
+
+    async def now_ms(self) -> int:
+        """Redis server time: every scheduler agrees on it, whatever its own clock says."""
+        seconds, micros = await self._client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def record_fired(self, name: str, fire_ms: int) -> int | None:
+        """periodic.lua: keep the maximum handled fire time; returns the previous one."""
+        last = await self._scripts.periodic(keys=[self._keys.periodic(name)], args=[fire_ms])
+        return None if last is None else int(last)
 
     async def close(self) -> None:
         """Nothing of its own to close: the app closes the shared client and hub."""

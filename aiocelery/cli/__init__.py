@@ -1,4 +1,4 @@
-"""``python -m aiocelery``: the command line (``worker``, ``dead``)."""
+"""``python -m aiocelery``: the command line (``worker``, ``beat``, ``dead``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import dead, worker
+from . import beat, dead, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     worker.add_parser(commands)
     dead.add_parser(commands)
+    beat.add_parser(commands)
     return parser
 
 

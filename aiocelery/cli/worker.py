@@ -50,6 +50,8 @@ def add_parser(commands: Any) -> None:
                         help="drain and exit (code 0) once resident memory exceeds MB")
     worker.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"],
                         help="log level (default: info)")
+    worker.add_argument("--without-beat", action="store_true",
+                        help="do not run the periodic scheduler in this worker (it is safe to run it in all)")
     worker.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
     worker.set_defaults(handler=run_worker)
 
@@ -76,7 +78,7 @@ def run_worker(args: argparse.Namespace) -> int:
     name = args.name.replace("%h", os.uname().nodename) if args.name else None
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     worker = app.worker(name, concurrency=args.concurrency, queues=queues, shutdown_grace_s=args.grace,
-                        max_tasks=args.max_tasks, max_memory_mb=args.max_memory_mb)
+                        max_tasks=args.max_tasks, max_memory_mb=args.max_memory_mb, beat=not args.without_beat)
     loop_factory, loop_name = _loop_factory(args.no_uvloop)
     print(banner(args.app, worker, loop_name), flush=True)
 

@@ -18,6 +18,7 @@ import secrets
 import signal
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .. import states
 from .._backoff import Backoff
+from ..beat import Scheduler
 from ..brokers.base import TRANSIENT_ERRORS, Broker, Consumer
 from ..context import TaskContext
 from ..records import Delivery, Settlement
@@ -66,7 +68,7 @@ class Worker:
 
     def __init__(self, app: App, *, name: str | None = None, concurrency: int = 10,
                  queues: list[str] | None = None, shutdown_grace_s: float | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, beat: bool = True) -> None:
         if concurrency < 1:
             raise ValueError(f"worker concurrency must be >= 1, got {concurrency}")
         self.app = app
@@ -78,6 +80,8 @@ class Worker:
         """The queues consumed, in priority order."""
         self.grace_s = shutdown_grace_s if shutdown_grace_s is not None else app.config.shutdown_grace_s
         """Seconds in-flight tasks may take to finish after a stop is requested."""
+        self.beat = beat
+        """Run the periodic scheduler inside this worker (any number of workers may)."""
         self.limits = limits or Limits()
         """When to drain and exit by itself (max tasks, memory, abandoned threads)."""
         self.consumer_name = f"{self.name}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -187,6 +191,8 @@ class Worker:
         async with anyio.create_task_group() as side:
             side.start_soon(self._promote, broker)
             side.start_soon(self._watch_revocations, broker)
+            if self.beat and self.app.periodic_entries:
+                side.start_soon(self._keep_running, "periodic scheduler", Scheduler(self.app).run)
             async with anyio.create_task_group() as consumers:
                 self._consumers_scope = consumers.cancel_scope
                 for _ in range(self.concurrency):
@@ -273,13 +279,18 @@ class Worker:
             run.scope.cancel()
 
     async def _watch_revocations(self, broker: Broker) -> None:
+        await self._keep_running("revocation listener", lambda: broker.watch_revocations(self._terminate))
+
+    @staticmethod
+    async def _keep_running(what: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a side loop forever, restarting it with backoff when it fails (e.g. Redis is gone)."""
         backoff = Backoff()
         while True:
             try:
-                await broker.watch_revocations(self._terminate)
+                await loop()
             except Exception as exc:
                 delay = backoff.next_delay()
-                log.warning("revocation listener failed (%s); restarting in %.2f s", exc, delay)
+                log.warning("%s failed (%s: %s); restarting in %.2f s", what, type(exc).__name__, exc, delay)
                 await anyio.sleep(delay)
 
     def _check_limits(self, executor: Executor) -> None:
@@ -299,11 +310,4 @@ class Worker:
         return f"task {d.name}[{d.task_id}] (attempt {d.attempt})"
 
     async def _promote(self, broker: Broker) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                await broker.promote_forever(self.queues)
-            except Exception as exc:
-                delay = backoff.next_delay()
-                log.warning("delayed-task promoter failed (%s); restarting in %.2f s", exc, delay)
-                await anyio.sleep(delay)
+        await self._keep_running("delayed-task promoter", lambda: broker.promote_forever(self.queues))
