@@ -16,6 +16,8 @@ class Rate:
     count: float
     per_s: float
     burst: int = 1
+    """Starts allowed back to back; by default a tenth of ``count`` (at least 1), so a late
+    start can catch up instead of losing its slot."""
 
     @classmethod
     def parse(cls, text: str, burst: int | None = None) -> Rate:
@@ -23,7 +25,8 @@ class Rate:
         match = _PATTERN.match(text.lower())
         if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
             raise ValueError(f"rate_limit {text!r} is not like '100/s', '10/m' or '500/h'")
-        return cls(float(match.group(1)), _UNITS[match.group(2)], max(1, burst or 1))
+        count = float(match.group(1))
+        return cls(count, _UNITS[match.group(2)], max(1, burst if burst is not None else round(count / 10)))
 
     @property
     def interval_ms(self) -> float:

@@ -46,7 +46,8 @@ def connect(config: Config, clock: Clock | None = None) -> Connections:
     if config.is_memory:
         store = MemoryStore(clock=clock or SystemClock())
         broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes)
-        return Connections(broker, MemoryBackend(store), MemoryLimiter(), Keys(config.key_prefix), store.clock)
+        limiter = MemoryLimiter(store.clock.now_ms)
+        return Connections(broker, MemoryBackend(store), limiter, Keys(config.key_prefix), store.clock)
     if clock is not None:
         raise ConfigError("a custom clock (VirtualClock) works with memory:// only; Redis keeps its own time")
     client = command_client(config.broker, config.max_connections)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import re
@@ -49,7 +50,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -271,6 +272,8 @@ class Client:
     resends: int = 0
     get_retries: int = 0
     unsent: int = 0
+    hung: int = 0
+    """get() calls still waiting 15 s past the deadline (their timeout should have ended them)."""
     sent_done_at: float = 0.0
     waiters: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -401,11 +404,16 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> int:
     sup = Supervisor(cluster, client, random.Random(args.seed))
     background = [loop.create_task(c) for c in (sup.kill_loop(), sup.watch_loop(), sup.restart_loop())]
     try:
-        await client.send_all()
-        timing.sent = loop.time()
-        await asyncio.gather(*client.waiters)
-        timing.drained = loop.time()
+        async with asyncio.timeout_at(client.deadline + 15):  # past it, a send or get() hangs: a finding
+            await client.send_all()
+            timing.sent = loop.time()
+            await asyncio.gather(*client.waiters)
+    except TimeoutError:
+        client.hung = sum(1 for w in client.waiters if not w.done())
+        print(f"soak: the deadline passed with {client.hung} get() call(s) still waiting", file=sys.stderr)
     finally:
+        timing.sent = timing.sent or loop.time()
+        timing.drained = loop.time()
         sup.done.set()
         for waiter in client.waiters:
             waiter.cancel()
@@ -537,7 +545,9 @@ def print_report(args: argparse.Namespace, cluster: Cluster, client: Client, rep
     stalled = stalled_after_restarts(cluster, report)
     print(f"sent {len(client.ids)} / completed {kinds['ok']} / lost {lost} / duplicated {len(report.duplicated)} "
           f"({len(report.explained)} after a worker kill) / dead {kinds['dead']}")
-    print(f"time {timing.drained - timing.started:.1f} s (sending {timing.sent - timing.started:.1f} s); "
+    elapsed = timing.drained - timing.started
+    print(f"time {elapsed:.1f} s ({len(client.outcomes) / elapsed:,.0f} tasks/s; sending "
+          f"{timing.sent - timing.started:.1f} s); "
           f"{kills} worker kills, {len(cluster.restarts)} redis restarts "
           f"(down {', '.join(f'{up - down:.1f}' for down, up in cluster.restarts) or '-'} s); "
           f"{client.send_errors} send errors ({client.resends} more re-sends), {client.get_retries} get retries; "
@@ -560,6 +570,8 @@ def problem_lines(cluster: Cluster, client: Client, report: Report, kinds: Count
     for kind in ("wrong", "failed"):
         if kinds[kind]:
             problems.append(f"{kinds[kind]} task(s) {kind}")
+    if client.hung:
+        problems.append(f"{client.hung} get() call(s) hung past their timeout")
     if client.unsent:
         problems.append(f"{client.unsent} task(s) could not be sent before the deadline")
     if stream != (0, 0):
@@ -625,8 +637,8 @@ def print_log_digest(cluster: Cluster, limit: int = 20) -> None:
 # -- main ---------------------------------------------------------------------------------------
 
 
-def _sigterm(_signum: int, _frame: object) -> NoReturn:
-    raise KeyboardInterrupt
+def _sigterm(_signum: int, _frame: object) -> None:
+    signal.raise_signal(signal.SIGINT)  # one path for both: asyncio.run cancels the run, cleanup follows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aiocelery-soak-"))
     cluster = Cluster(args, tmp)
     signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+    logging.basicConfig(level=logging.WARNING, format="[client %(levelname)s %(name)s] %(message)s")
     code = 2
     try:
         cluster.start_servers()

@@ -309,8 +309,8 @@ async def test_rate_limit_across_workers(kind: str, redis_url: str, key_prefix: 
     starts.sort()
     span = starts[-1] - starts[0]
     assert span >= 39 / 20 * 0.9  # 40 starts at 20/s need ~1.95 s
-    for i in range(len(starts)):  # never more than 20 (+ burst 1) in any one-second window
-        assert sum(1 for s in starts[i:] if s - starts[i] < 1.0) <= 21
+    for i in range(len(starts)):  # never more than 20 (+ burst 2) in any one-second window
+        assert sum(1 for s in starts[i:] if s - starts[i] < 1.0) <= 22  # burst: a tenth of the rate
 
 
 async def test_concurrency_cap_per_key(kind: str, redis_url: str, key_prefix: str) -> None:

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
 from .._backoff import Backoff
+from .client import Connection
 
 Listener = Callable[[bytes | None], None]
 log = logging.getLogger("aiocelery.pubsub")
@@ -36,7 +37,8 @@ class PubSubHub:
     """Owns one subscriber connection and its reader task; reconnects by itself."""
 
     def __init__(self, url: str) -> None:
-        self._pool = aioredis.ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5.0)
+        self._pool = aioredis.ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5.0,
+                                                      connection_class=Connection)
         self._channels: dict[str, _Channel] = {}
         self._orphan_subs: dict[str, int] = {}
         self._conn: AbstractConnection | None = None
@@ -101,7 +103,7 @@ class PubSubHub:
                 await self._connect()
                 backoff.reset()
                 await self._read(self._conn)
-            except (ConnectionError, OSError, aioredis.RedisError) as exc:
+            except (ConnectionError, OSError, RuntimeError, aioredis.RedisError) as exc:
                 delay = backoff.next_delay()
                 log.warning("pub/sub connection lost (%s); reconnecting in %.2f s", exc, delay)
                 await self._drop()

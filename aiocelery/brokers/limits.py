@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Protocol
@@ -48,8 +49,10 @@ class RedisLimiter:
 
     async def admit(self, a: Admission) -> int:
         """One script call checks the rate and the cap together."""
-        keys = [a.rate_key or "-", a.slot_key or "-"]
-        args = ["" if a.rate is None else a.rate.interval_ms, 1 if a.rate is None else a.rate.burst,
+        rk = a.rate_key
+        keys = [rk or "-", a.slot_key or "-", f"{rk}:reserved" if rk else "-", f"{rk}:started" if rk else "-"]
+        rate = a.rate
+        args = ["" if rate is None else rate.interval_ms, 1 if rate is None else rate.burst,
                 "" if a.slot_key is None else a.limit, a.slot_ttl_ms, a.task_id]
         return int(await self._script(keys=keys, args=args))
 
@@ -62,25 +65,42 @@ class RedisLimiter:
 class MemoryLimiter:
     """The same arithmetic in process memory."""
 
+    clock: Callable[[], int]
     tats: dict[str, float] = field(default_factory=dict)
+    reserved: dict[str, float] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
     slots: dict[str, dict[str, float]] = field(default_factory=dict)
 
     async def admit(self, a: Admission) -> int:
         """Mirror of admit.lua."""
-        now = time.time() * 1000
-        tat = max(self.tats.get(a.rate_key or "", 0.0), now)
-        if a.rate is not None:
-            allowed_at = tat - (a.rate.burst - 1) * a.rate.interval_ms
-            if now < allowed_at:
-                return max(1, int(allowed_at - now + 0.999))
+        now = float(self.clock())
+        held = {k: v for k, v in self.slots.get(a.slot_key or "", {}).items() if v > now}
+        if a.slot_key is not None and a.task_id not in held and len(held) >= a.limit:
+            return CAP_FULL
+        if a.rate is not None and a.rate_key is not None:
+            wait = self._rate(a.rate_key, a.rate, a.task_id, now)
+            if wait:
+                return wait
         if a.slot_key is not None:
-            held = {k: v for k, v in self.slots.get(a.slot_key, {}).items() if v > now}
-            if a.task_id not in held and len(held) >= a.limit:
-                return CAP_FULL
             held[a.task_id] = now + a.slot_ttl_ms
             self.slots[a.slot_key] = held
-        if a.rate is not None and a.rate_key is not None:
-            self.tats[a.rate_key] = tat + a.rate.interval_ms
+        return 0
+
+    def _rate(self, key: str, rate: Rate, task_id: str, now: float) -> int:
+        reserved = self.reserved.get(task_id)
+        if reserved is None:
+            tat = max(self.tats.get(key, 0.0), now)
+            reserved = tat - (rate.burst - 1) * rate.interval_ms
+            self.tats[key] = tat + rate.interval_ms
+            self.reserved[task_id] = reserved
+        if now < reserved:
+            return max(1, math.ceil(reserved - now))
+        started = max(self.started.get(key, 0.0), now)
+        start_at = started - (rate.burst - 1) * rate.interval_ms
+        if now < start_at:
+            return max(1, math.ceil(start_at - now))
+        self.started[key] = started + rate.interval_ms
+        del self.reserved[task_id]
         return 0
 
     async def release(self, slot_key: str, task_id: str) -> None:

@@ -85,10 +85,13 @@ class Fetcher:
                     deliveries = await self._take(free)
                     backoff.reset()
                     self.outage = False
-                except TRANSIENT_ERRORS as exc:
+                except Exception as exc:  # connection loss above all: a worker never stops consuming
                     self.outage = True
                     delay = backoff.next_delay()
-                    log.warning("fetch failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc, delay)
+                    if isinstance(exc, TRANSIENT_ERRORS):
+                        log.warning("fetch failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc, delay)
+                    else:
+                        log.exception("unexpected fetch error; retrying in %.2f s", delay)
                     await anyio.sleep(delay)
             self._scope = None
             self._slots.take(len(deliveries))
@@ -99,9 +102,11 @@ class Fetcher:
         taken: list[Delivery] = []
         if time.monotonic() >= self._next_reclaim and self._leases_healthy():
             # after an outage, our own leases are renewed (healthy) before we reclaim anyone's
-            self._next_reclaim = time.monotonic() + self._reclaim_every
             taken = await self._consumer.reclaim(free, self._lease_s)
+            # a full answer means more may be waiting: expired leases go before new work
+            self._next_reclaim = time.monotonic() + (0 if len(taken) == free else self._reclaim_every)
         if len(taken) < free:
-            block = min(self._block_s, max(0.001, self._next_reclaim - time.monotonic()))
+            # reclaimed deliveries are already started: don't hold them back for a blocking read
+            block = 0.001 if taken else min(self._block_s, max(0.001, self._next_reclaim - time.monotonic()))
             taken += await self._consumer.fetch(free - len(taken), block)
         return taken

@@ -52,7 +52,9 @@ class Settler:
             try:
                 await self._broker.settle(d, s)
                 return
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:  # connection loss above all; never let one outcome stop the worker
+                if not isinstance(exc, TRANSIENT_ERRORS):
+                    log.exception("unexpected error storing the outcome of task %s[%s]", d.name, d.task_id)
                 if anyio.current_time() >= deadline:
                     log.error("could not store the outcome of task %s[%s] for %.0f s (%s); the delivery "
                               "stays pending and will run again", d.name, d.task_id, SETTLE_RETRY_S, exc)
