@@ -3,6 +3,10 @@
 from .app import App as App
 from .app import TaskDecorator as TaskDecorator
 from .args import Arg as Arg
+from .canvas import CanvasError as CanvasError
+from .canvas import chain as chain
+from .canvas import chord as chord
+from .canvas import group as group
 from .config import AMQPConfig as AMQPConfig
 from .config import Config as Config
 from .context import TaskContext as TaskContext
@@ -24,6 +28,7 @@ from .exceptions import TaskError as TaskError
 from .exceptions import TaskFailed as TaskFailed
 from .exceptions import TaskRevoked as TaskRevoked
 from .result import AsyncResult as AsyncResult
+from .result import GroupResult as GroupResult
 from .retry import RetryPolicy as RetryPolicy
 from .signature import Signature as Signature
 from .task import Task as Task
@@ -37,9 +42,11 @@ __all__ = [
     "App",
     "Arg",
     "AsyncResult",
+    "CanvasError",
     "Config",
     "ConfigError",
     "EncodeError",
+    "GroupResult",
     "NotRegistered",
     "ResultError",
     "ResultLost",
@@ -60,5 +67,8 @@ __all__ = [
     "TaskRevoked",
     "Worker",
     "__version__",
+    "chain",
+    "chord",
     "current_task",
+    "group",
 ]

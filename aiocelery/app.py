@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from ._clock import Clock
 from .backends.base import ResultBackend
 from .brokers.base import Broker, Outgoing, Published
+from .canvas import Plan
 from .config import Config, redact_url
 from .exceptions import ConfigError, EncodeError, ResultNotFound, SendError, TaskArgumentsError
 from .message import TaskMessage
@@ -149,6 +150,30 @@ class App:
         return [AsyncResult(task_id, self._backend_getter, o.message.name, self.revoke)
                 for task_id, o in zip(ids, outgoing, strict=True)]
 
+    async def _send_plan(self, plan: Plan) -> None:
+        """Open a compiled workflow's chords, then send its first tasks, in pipelined round trips."""
+        items = []
+        for spec in plan.entries:
+            task = self.registry.get(spec.name)
+            if task is not None:
+                task.check_arguments(spec.args, spec.kwargs, spec.id)
+            message = TaskMessage(id=spec.id, name=spec.name, args=spec.args, kwargs=spec.kwargs, queue=spec.queue,
+                                  delay_ms=spec.delay_ms, wf=spec.wf.encode() if spec.wf else b"")
+            items.append(Outgoing(message, message.encode(self.config.max_payload_bytes)))
+        if plan.chords or plan.later:
+            await self._connections().broker.prepare_workflow(plan.chords, plan.later)
+        if items:
+            await self._publish(items, items[0].message)
+
+    def _queue_for(self, name: str, queue: str | None, task_id: str) -> str:
+        """The queue a task goes to: given, else its task's, else the default; checked."""
+        task = self.registry.get(name)
+        chosen = queue or (task.options.queue if task else None) or self.config.default_queue
+        if any(c in chosen for c in "{}: "):
+            raise ConfigError(f"task {name!r} (id {task_id}): queue name {chosen!r} must not contain "
+                              "'{', '}', ':' or spaces")
+        return chosen
+
     def _outgoing(self, sig: Signature) -> Outgoing:
         task_id = sig.task_id or str(uuid.uuid4())
         try:
@@ -186,10 +211,7 @@ class App:
         task = self.registry.get(name)
         if task is not None:
             task.check_arguments(args, kwargs, task_id)
-        queue = options.queue or (task.options.queue if task else None) or self.config.default_queue
-        if any(c in queue for c in "{}: "):
-            raise ConfigError(f"task {name!r} (id {task_id}): queue name {queue!r} must not contain "
-                              "'{', '}', ':' or spaces")
+        queue = self._queue_for(name, options.queue, task_id)
         eta_ms = _absolute_ms(name, task_id, "eta", options.eta)
         expires = options.expires
         expires_ms = _absolute_ms(name, task_id, "expires", expires) if isinstance(expires, datetime) else None

@@ -42,6 +42,8 @@ class TaskMessage:
     """While this key lives, sending again returns the task holding it."""
     dedup_ttl_ms: int = 0
     """How long the dedup key lives."""
+    wf: bytes = b""
+    """What follows this task in a workflow (``workflow.Wf`` JSON)."""
 
     def encode(self, max_bytes: int) -> bytes:
         """The payload bytes (arguments only; the rest travels in the task record's fields)."""

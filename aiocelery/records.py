@@ -15,16 +15,23 @@ class ErrorInfo:
     type: str
     message: str
     traceback: str
+    origin_id: str = ""
+    """When a workflow step failed because an earlier one did: the task that really failed."""
+    origin_name: str = ""
 
     def to_json(self) -> dict[str, str]:
         """The dict stored in the task record."""
-        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+        data = {"type": self.type, "message": self.message, "traceback": self.traceback}
+        if self.origin_id:
+            data.update(origin_id=self.origin_id, origin_name=self.origin_name)
+        return data
 
     @classmethod
     def from_json(cls, obj: Any) -> ErrorInfo:
         """Rebuild from ``to_json()``'s dict, tolerating missing fields."""
         data = obj if isinstance(obj, dict) else {}
-        return cls(str(data.get("type", "Error")), str(data.get("message", "")), str(data.get("traceback", "")))
+        return cls(str(data.get("type", "Error")), str(data.get("message", "")), str(data.get("traceback", "")),
+                   str(data.get("origin_id", "")), str(data.get("origin_name", "")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,8 @@ class Delivery:
     """Retries already done (RETRY transitions)."""
     deferrals: int = 0
     """Times it was put back unrun by a rate limit or concurrency cap (counted in ``attempt``)."""
+    workflow: bytes = b""
+    """What follows this task in a workflow (``workflow.Wf`` JSON), or empty."""
 
     @property
     def run_number(self) -> int:
@@ -69,6 +78,8 @@ class Settlement:
     """For RETRY and DEFER: when to run again."""
     dead_letter: bool = False
     """For FAILURE: also record a dead letter (retries exhausted), so it can be requeued."""
+    workflow: Any = None
+    """``workflow.WorkflowOps`` to apply in the same atomic step (links, errbacks, chord), or None."""
 
     def __post_init__(self) -> None:
         if self.state not in states.READY_STATES and self.state not in (states.RETRY, states.DEFER):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -73,9 +74,10 @@ def outcome_of(record: TaskRecord) -> Any:
         return decode_value(record.result) if record.result else None
     if record.state == states.FAILURE:
         err = record.error
+        origin = err is not None and err.origin_id
         raise TaskFailed(
-            task_id=record.id,
-            task_name=record.name,
+            task_id=err.origin_id if origin and err else record.id,
+            task_name=err.origin_name if origin and err else record.name,
             exc_type=err.type if err else "Error",
             exc_message=err.message if err else "",
             remote_traceback=err.traceback if err else "",
@@ -83,3 +85,50 @@ def outcome_of(record: TaskRecord) -> Any:
     if record.state == states.DEAD:
         raise TaskDead(task_id=record.id, task_name=record.name, reason=record.reason or "dead-lettered")
     raise TaskRevoked(task_id=record.id, task_name=record.name, reason=record.reason or "revoked")
+
+
+class GroupResult:
+    """The results of a group, in order: ``await g.get()``; ``await g.completed_count()``."""
+
+    __slots__ = ("results",)
+
+    def __init__(self, results: list[AsyncResult[Any]]) -> None:
+        self.results = results
+        """One AsyncResult per member, in the group's order."""
+
+    def __repr__(self) -> str:
+        return f"<GroupResult of {len(self.results)}>"
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def ids(self) -> list[str]:
+        """The members' task ids (for a chain member: its last step's)."""
+        return [r.id for r in self.results]
+
+    async def get(self, timeout: float | None = None, *, raise_on_failure: bool = True) -> list[Any]:
+        """Every member's value in order. ``raise_on_failure``: raise the first failure as soon as it
+        happens; otherwise return every outcome, exceptions in place of failed members' values."""
+        if not raise_on_failure:
+            return list(await asyncio.gather(*(r.get(timeout) for r in self.results), return_exceptions=True))
+        tasks = [asyncio.ensure_future(r.get(timeout)) for r in self.results]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    raise error
+            return [t.result() for t in tasks]
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def completed_count(self) -> int:
+        """How many members succeeded so far."""
+        states_ = await asyncio.gather(*(r.state() for r in self.results))
+        return sum(1 for s in states_ if s == states.SUCCESS)
+
+    async def ready(self) -> bool:
+        """True once every member reached a final state."""
+        return all(await asyncio.gather(*(r.ready() for r in self.results)))

@@ -1,4 +1,10 @@
-"""``Signature``: a task call described by name, with typed or plain arguments and options."""
+"""``Signature``: a task call described by name, with typed or plain arguments and options.
+
+A signature is partial by default: in a chain it receives the previous task's result as its
+first argument (``task.s(...)``). An immutable one (``task.si(...)``) keeps its arguments.
+``sig1 | sig2`` builds a chain; ``link``/``link_error`` attach callbacks (the seed's OnSuccess
+and OnError).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,14 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .args import Arg
+
+if TYPE_CHECKING:
+    from .app import App
+    from .canvas import Canvas, chain
+    from .result import AsyncResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +33,14 @@ class Signature:
     countdown: float | None = None
     eta: datetime | None = None
     task_id: str | None = None
+    immutable: bool = False
+    """True: a parent's result is not prepended to the arguments."""
+    links: tuple[Signature, ...] = ()
+    """Sent with the result as first argument when this task succeeds (the seed's OnSuccess)."""
+    errbacks: tuple[Signature, ...] = ()
+    """Sent with (task id, error dict) when this task fails for good (the seed's OnError)."""
+    app: Any = field(default=None, compare=False, repr=False)
+    """The app that made it (``task.s()``), so a workflow of them can ``apply_async()`` alone."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -37,8 +56,45 @@ class Signature:
         return args, kwargs
 
     def set(self, **options: Any) -> Signature:
-        """A copy with options changed (queue, countdown, eta, task_id)."""
+        """A copy with options changed (queue, countdown, eta, task_id, immutable)."""
         return dataclasses.replace(self, **options)
+
+    def link(self, callback: Signature) -> Signature:
+        """A copy that also sends ``callback`` with this task's result when it succeeds."""
+        return dataclasses.replace(self, links=(*self.links, callback))
+
+    def link_error(self, errback: Signature) -> Signature:
+        """A copy that also sends ``errback(task_id, error)`` when this task fails for good."""
+        return dataclasses.replace(self, errbacks=(*self.errbacks, errback))
+
+    def __or__(self, other: Canvas) -> chain:
+        from .canvas import chain  # canvas builds on signatures
+
+        return chain(self, other)
+
+    async def apply_async(self, app: App | None = None) -> AsyncResult[Any]:
+        """Send it (with its links and errbacks); ``app`` defaults to the one of ``task.s()``."""
+        from .canvas import _apply
+
+        result = await _apply(self, app)
+        assert not isinstance(result, list)
+        return result  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form (JSON-ready); typed Args are coerced first."""
+        args, kwargs = self.resolved()
+        return {"name": self.name, "args": args, "kwargs": kwargs, "queue": self.queue,
+                "countdown": self.countdown, "task_id": self.task_id, "immutable": self.immutable,
+                "links": [s.to_dict() for s in self.links], "errbacks": [s.to_dict() for s in self.errbacks]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signature:
+        """Rebuild from ``to_dict()``."""
+        return cls(name=data["name"], args=tuple(data.get("args", ())), kwargs=dict(data.get("kwargs", {})),
+                   queue=data.get("queue"), countdown=data.get("countdown"), task_id=data.get("task_id"),
+                   immutable=bool(data.get("immutable", False)),
+                   links=tuple(cls.from_dict(s) for s in data.get("links", ())),
+                   errbacks=tuple(cls.from_dict(s) for s in data.get("errbacks", ())))
 
 
 def _resolve(value: Any) -> Any:

@@ -112,8 +112,13 @@ class Task(Generic[P, R]):
         return await self._sender._send(self.name, args, kwargs or {}, options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
-        """A Signature of this task with these arguments (for ``app.send_many`` and workflows)."""
-        return Signature(self.name, args=args, kwargs=kwargs, queue=self.options.queue)
+        """A partial Signature: in a chain it gets the previous result as its first argument."""
+        return Signature(self.name, args=args, kwargs=kwargs, queue=self.options.queue, app=self._sender)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable Signature: it keeps exactly these arguments, whatever ran before."""
+        return Signature(self.name, args=args, kwargs=kwargs, queue=self.options.queue, immutable=True,
+                         app=self._sender)
 
     def check_arguments(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], task_id: str) -> None:
         """Raise TaskArgumentsError, naming the task, when the arguments don't bind."""

@@ -64,6 +64,10 @@ class Keys:
         """The latest fire time handled for a periodic entry."""
         return f"{self.prefix}:periodic:{name}"
 
+    def chord(self, chord_id: str) -> str:
+        """A chord's counter, results and callback template."""
+        return f"{self.prefix}:chord:{chord_id}"
+
     def task(self, task_id: str) -> str:
         """The task's record."""
         return f"{self.prefix}:task:{task_id}"

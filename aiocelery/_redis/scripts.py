@@ -26,9 +26,10 @@ class Scripts:
     requeue: AsyncScript
     revoke: AsyncScript
     periodic: AsyncScript
+    chord_open: AsyncScript
 
     @classmethod
     def register(cls, client: Client) -> Scripts:
         """Register every script with ``client``."""
-        names = ("enqueue", "begin", "settle", "release", "promote", "requeue", "revoke", "periodic")
+        names = ("enqueue", "begin", "settle", "release", "promote", "requeue", "revoke", "periodic", "chord_open")
         return cls(**{name: client.register_script(_text(name)) for name in names})

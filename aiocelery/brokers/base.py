@@ -15,6 +15,7 @@ import redis.exceptions
 
 from ..message import TaskMessage
 from ..records import DeadLetter, Delivery, Settlement
+from ..workflow import ChordInit, Spec
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -82,6 +83,11 @@ class Broker(Protocol):
 
     async def publish(self, items: Sequence[Outgoing]) -> list[Published]:
         """Enqueue each item; ``created`` False where its id (or its dedup key) already existed."""
+        ...
+
+    async def prepare_workflow(self, chords: Sequence[ChordInit], later: Sequence[Spec]) -> None:
+        """Before a workflow's first tasks are sent: its chords' counters, and a placeholder
+        record (PENDING, not queued) for each later step so its handle can be awaited."""
         ...
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:

@@ -15,9 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .. import states
 from .._clock import Clock, SystemClock
 from ..records import DeadLetter, Delivery, ErrorInfo, Settlement, TaskRecord
+from ..workflow import Child, ChordInit, Spec, WorkflowOps
 from .base import Outgoing, Published
 
 Listener = Callable[[bytes | None], None]
@@ -46,6 +49,15 @@ class _Entry:
     """When the task expires unstarted (``expires=``)."""
     retries: int = 0
     deferrals: int = 0
+    wf: bytes = b""
+    placeholder: bool = False
+
+
+@dataclass(slots=True)
+class _Chord:
+    init: ChordInit
+    results: dict[int, bytes] = field(default_factory=dict)
+    failed: str = ""
 
 
 @dataclass(slots=True)
@@ -67,6 +79,7 @@ class MemoryStore:
     dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
     revoke_listeners: list[Callable[[str], None]] = field(default_factory=list)
     fired: dict[str, int] = field(default_factory=dict)
+    chords: dict[str, _Chord] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
     listeners: dict[str, list[Listener]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -125,7 +138,7 @@ class MemoryBroker:
         now = self._now()
         expires = msg.expires_ms if msg.expires_in_ms is None else now + msg.expires_in_ms
         s.records[msg.id] = _Entry(msg.id, msg.name, msg.queue, item.payload, created_ms=now,
-                                   task_expires_ms=expires)
+                                   task_expires_ms=expires, wf=msg.wf)
         due = msg.eta_ms if msg.eta_ms is not None else now + msg.delay_ms
         self._schedule(msg.queue, msg.id, due, now)
         return Published(True, msg.id)
@@ -136,6 +149,67 @@ class MemoryBroker:
             self.store.delayed_changed.set()
         else:
             self.store.add_ready(queue, task_id)
+
+    async def prepare_workflow(self, chords: Sequence[ChordInit], later: Sequence[Spec]) -> None:
+        """Mirror of chord_open.lua."""
+        for c in chords:
+            self.store.chords.setdefault(c.id, _Chord(c))
+        for spec in later:
+            if self.store.record(spec.id) is None:
+                self.store.records[spec.id] = _Entry(spec.id, spec.name, spec.queue, b"", created_ms=self._now(),
+                                                     placeholder=True)
+
+    def _apply_workflow(self, e: _Entry, s: Settlement) -> None:
+        """Mirror of settle.lua's workflow part."""
+        ops: WorkflowOps = s.workflow
+        error = orjson.dumps(s.error.to_json()) if s.error else b"{}"
+        for c in ops.children:
+            self._create(c)
+        for task_id, name in ops.cascade:
+            self._fail(task_id, name, s.error)
+        if ops.chord is None:
+            return
+        chord = self.store.chords.get(ops.chord.id)
+        if chord is None:
+            return
+        if s.state == states.SUCCESS:
+            self._chord_member_done(chord, ops.chord.index, s.result or b"null")
+        elif not chord.failed:
+            chord.failed = e.task_id
+            self._fail(ops.chord.cb_id, ops.chord.cb_name, s.error)
+            for task_id, name in ops.chord.cascade:
+                self._fail(task_id, name, s.error)
+            for spec, head, tail in chord.init.errbacks:
+                body = head if spec.immutable else head + orjson.dumps(e.task_id) + b"," + error + tail
+                self._create(Child(spec.id, spec.name, spec.queue, body, spec.delay_ms,
+                                   spec.wf.encode() if spec.wf else b""))
+
+    def _chord_member_done(self, chord: _Chord, index: int, result: bytes) -> None:
+        if index in chord.results:
+            return
+        chord.results[index] = result
+        init = chord.init
+        if len(chord.results) == init.total and not chord.failed:
+            body = init.head if init.callback.immutable else (
+                init.head + b"[" + b",".join(chord.results[i] for i in range(init.total)) + b"]" + init.tail)
+            self._create(Child(init.callback.id, init.callback.name, init.callback.queue, body,
+                               init.callback.delay_ms, init.callback.wf.encode() if init.callback.wf else b""))
+
+    def _create(self, c: Child) -> None:
+        existing = self.store.record(c.id)
+        if existing is not None and not (existing.placeholder and existing.state == states.PENDING):
+            return
+        now = self._now()
+        self.store.records[c.id] = _Entry(c.id, c.name, c.queue, c.payload, created_ms=now, wf=c.wf)
+        self._schedule(c.queue, c.id, now + c.delay_ms, now)
+
+    def _fail(self, task_id: str, name: str, error: ErrorInfo | None) -> None:
+        e = self.store.record(task_id)
+        if e is not None and e.state in states.READY_STATES:
+            return
+        if e is None:
+            e = self.store.records[task_id] = _Entry(task_id, name, "", b"", created_ms=self._now())
+        self._terminal(e, Settlement(states.FAILURE, error=error, reason="an earlier step failed"))
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:
         """Nothing to create in memory."""
@@ -185,7 +259,7 @@ class MemoryBroker:
         e.state, e.started_ms, e.worker = states.STARTED, self._now(), worker
         return Delivery(task_id=task_id, name=e.name, queue=queue, entry_id=entry_id, attempt=e.attempt,
                         payload=e.payload, redelivered=e.attempt - e.deferrals > 1, worker=worker,
-                        retries=e.retries, deferrals=e.deferrals)
+                        retries=e.retries, deferrals=e.deferrals, workflow=e.wf)
 
     def _finish(self, queue: str, entry_id: str) -> None:
         self.store.pending.get(queue, {}).pop(entry_id, None)
@@ -219,6 +293,8 @@ class MemoryBroker:
             self._schedule(delivery.queue, e.task_id, now + settlement.countdown_ms, now)
             return True
         self._terminal(e, settlement)
+        if settlement.workflow is not None:
+            self._apply_workflow(e, settlement)
         if settlement.state == states.DEAD or settlement.dead_letter:
             self._dead_letter(delivery.queue, e.task_id, e.name, settlement.reason, delivery.worker,
                               settlement.error)

@@ -23,7 +23,9 @@ from .._redis.keys import GROUP, Keys
 from .._redis.leases import RedisLeaseKeeper
 from .._redis.pubsub import PubSubHub
 from .._redis.scripts import Scripts
+from .._redis.workflow_calls import prepare_call, workflow_call
 from ..records import DeadLetter, Delivery, ErrorInfo, Settlement
+from ..workflow import ChordInit, Spec
 from .base import Outgoing, Published
 
 log = logging.getLogger("aiocelery.broker")
@@ -62,8 +64,15 @@ class RedisBroker:
         return (
             [k.task(msg.id), k.stream(msg.queue), k.delayed(msg.queue), k.dedup(msg.dedup_key or "-")],
             [msg.id, msg.name, msg.queue, item.payload, msg.delay_ms, _opt(msg.eta_ms), k.wake(msg.queue),
-             _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else "", _opt(msg.expires_in_ms)],
+             _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else "", _opt(msg.expires_in_ms), msg.wf],
         )
+
+    async def prepare_workflow(self, chords: Sequence[ChordInit], later: Sequence[Spec]) -> None:
+        """Chord counters and placeholder records, in one script call per 500 keys."""
+        for i in range(0, max(len(chords), len(later)), 500):
+            keys, args = prepare_call(self._keys, chords[i:i + 500], later[i:i + 500], self._ttl_ms)
+            if keys:
+                await self._scripts.chord_open(keys=keys, args=args)
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:
         """Create each queue's consumer group at id 0 (never ``$``: earlier entries would be skipped)."""
@@ -104,7 +113,7 @@ class RedisBroker:
             out.append(Delivery(task_id=row[1].decode(), name=row[4].decode(), queue=queue,
                                 entry_id=row[2].decode(), attempt=attempt, payload=row[5],
                                 redelivered=attempt - deferrals > 1 or int(row[6]) > 1, worker=worker,
-                                retries=int(row[7]), deferrals=deferrals))
+                                retries=int(row[7]), deferrals=deferrals, workflow=row[9]))
         return out
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
@@ -112,11 +121,13 @@ class RedisBroker:
         k = self._keys
         error = orjson.dumps(settlement.error.to_json()) if settlement.error else b""
         q = delivery.queue
+        wf_keys, wf_ops = workflow_call(k, settlement.workflow, error) if settlement.workflow else ([], b"")
         done = await self._settle.call(
-            [k.task(delivery.task_id), k.stream(q), k.dead(q), k.delayed(q)],
+            [k.task(delivery.task_id), k.stream(q), k.dead(q), k.delayed(q), *wf_keys],
             [GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
              error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
-             delivery.worker, settlement.countdown_ms, k.wake(q), "1" if settlement.dead_letter else ""],
+             delivery.worker, settlement.countdown_ms, k.wake(q), "1" if settlement.dead_letter else "",
+             wf_ops, k.prefix],
         )
         if not done:
             log.warning("task %s attempt %d was no longer ours; its outcome was not stored",

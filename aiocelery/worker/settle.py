@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Protocol
 
@@ -10,7 +11,9 @@ import anyio
 from .. import states
 from .._backoff import Backoff
 from ..brokers.base import TRANSIENT_ERRORS, Broker
-from ..records import Delivery, Settlement
+from ..message import decode_value
+from ..records import Delivery, ErrorInfo, Settlement
+from ..workflow import Wf, on_failure, on_success
 
 log = logging.getLogger("aiocelery.worker")
 SETTLE_RETRY_S = 60.0
@@ -31,7 +34,9 @@ class Settler:
         self._counters = counters
 
     async def settle(self, d: Delivery, s: Settlement) -> None:
-        """Store ``s`` for ``d``; log one line for a failure or a dead letter."""
+        """Store ``s`` for ``d`` (with what follows it in a workflow); log a failure or dead letter."""
+        if d.workflow and s.state not in (states.RETRY, states.DEFER):
+            s = with_workflow(d, s)
         self._counters.processed += 1
         if s.state == states.FAILURE:
             self._counters.failed += 1
@@ -63,3 +68,14 @@ class Settler:
                 log.warning("storing the outcome of task %s[%s] failed (%s); retrying in %.2f s",
                             d.name, d.task_id, exc, delay)
                 await anyio.sleep(delay)
+
+
+def with_workflow(d: Delivery, s: Settlement) -> Settlement:
+    """``s`` plus the workflow steps its outcome starts: links and chord step on success;
+    errbacks, failed later steps and a failed chord otherwise (their error names this task)."""
+    wf = Wf.decode(d.workflow)
+    if s.state == states.SUCCESS:
+        return dataclasses.replace(s, workflow=on_success(wf, decode_value(s.result) if s.result else None))
+    base = s.error or ErrorInfo(s.state, s.reason or s.state.lower(), "")
+    error = dataclasses.replace(base, origin_id=d.task_id, origin_name=d.name)
+    return dataclasses.replace(s, error=error, workflow=on_failure(wf, d.task_id, error))

@@ -6,7 +6,7 @@
 -- ARGV: 1 group, 2 consumer, 3 max crashes, 4 worker name, 5 ttl ms, 6 done channel prefix,
 --       then pairs: entry id, task id
 -- Returns one row per delivery:
---   {kind, task id, entry id, attempt, name, payload, delivered, retries, deferrals}
+--   {kind, task id, entry id, attempt, name, payload, delivered, retries, deferrals, workflow}
 local group, consumer = ARGV[1], ARGV[2]
 local max_crashes, ttl = tonumber(ARGV[3]), tonumber(ARGV[5])
 local t = redis.call('TIME')
@@ -67,9 +67,9 @@ for i = 7, #ARGV, 2 do
       else
         local attempt = redis.call('HINCRBY', key, 'attempt', 1)
         redis.call('HSET', key, 'state', 'STARTED', 'started_ms', now, 'worker', ARGV[4])
-        local p = redis.call('HMGET', key, 'payload')
+        local p = redis.call('HMGET', key, 'payload', 'wf')
         out[#out + 1] = {'run', id, entry, attempt, f[3] or '', p[1] or '', owned[1][4],
-          tonumber(f[5] or '0'), tonumber(f[6] or '0')}
+          tonumber(f[5] or '0'), tonumber(f[6] or '0'), p[2] or ''}
       end
     end
   end

@@ -3,7 +3,7 @@
 -- dedup key, a live key returns the task that holds it instead of creating a new one.
 -- KEYS: 1 task hash, 2 stream, 3 delayed zset, 4 dedup key (unused when ARGV[9] is '')
 -- ARGV: 1 task id, 2 name, 3 queue, 4 payload, 5 delay ms, 6 eta ms or '', 7 wake channel,
---       8 expires ms or '', 9 dedup ttl ms or '', 10 expires-in ms or ''
+--       8 expires ms or '', 9 dedup ttl ms or '', 10 expires-in ms or '', 11 workflow json or ''
 -- Returns {1 new | 0 this id exists | 2 deduplicated, state, task id}
 local existing = redis.call('HGET', KEYS[1], 'state')
 if existing then
@@ -24,6 +24,9 @@ if ARGV[6] ~= '' then
 end
 redis.call('HSET', KEYS[1], 'name', ARGV[2], 'queue', ARGV[3], 'payload', ARGV[4],
   'state', 'PENDING', 'attempt', 0, 'crashes', 0, 'created_ms', now)
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[1], 'wf', ARGV[11])
+end
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[1], 'expires_ms', ARGV[8])
 elseif ARGV[10] ~= '' then

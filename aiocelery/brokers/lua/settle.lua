@@ -6,10 +6,25 @@
 -- a deferral, not a retry or a crash (the attempt number, a fencing token, never goes back).
 -- Fenced: only the attempt that is currently STARTED may settle. Running it twice is harmless:
 -- the second call finds the outcome already stored for this attempt and returns 2.
--- KEYS: 1 task hash, 2 stream, 3 dead stream, 4 delayed zset
+-- Workflows (ARGV[15] not empty): in the same step, create the next tasks (links on success,
+-- errbacks on failure), fail the later steps that can no longer run, and count a chord member:
+-- the member that completes the count enqueues the callback with every result, in order; the
+-- first failing member fails the chord (once) and runs the chord's errbacks.
+-- KEYS: 1 task hash, 2 stream, 3 dead stream, 4 delayed zset, then for workflows: 3 per child
+--       (hash, stream, delayed), 1 per cascaded task (hash), and for a chord: the chord hash, the
+--       callback's hash, stream and delayed, 3 per chord errback
 -- ARGV: 1 group, 2 entry id, 3 attempt, 4 state, 5 result, 6 error json, 7 reason,
 --       8 ttl ms, 9 done channel, 10 task id, 11 worker, 12 countdown ms, 13 wake channel,
---       14 '1' to dead-letter a FAILURE (retries exhausted)
+--       14 '1' to dead-letter a FAILURE (retries exhausted), 15 workflow ops json or '',
+--       16 key prefix
+-- decode everything before the first write: Lua does not roll back
+local ops = nil
+if ARGV[15] ~= '' then
+  ops = cjson.decode(ARGV[15])
+  if ops.chord == cjson.null then
+    ops.chord = nil
+  end
+end
 local cur = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'settled')
 local state = ARGV[4]
 if cur[1] ~= 'STARTED' or cur[2] ~= ARGV[3] then
@@ -54,4 +69,94 @@ if state == 'DEAD' or ARGV[14] == '1' then
     'time_ms', now, 'worker', ARGV[11], 'error', ARGV[6])
 end
 redis.call('PUBLISH', ARGV[9], state)
+if ops then
+  local prefix = ARGV[16]
+  local k = 5
+
+  local function create(c)
+    local hk, sk, dk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    k = k + 3
+    local cur = redis.call('HMGET', hk, 'state', 'placeholder')
+    if cur[1] and (cur[2] ~= '1' or cur[1] ~= 'PENDING') then
+      return
+    end
+    redis.call('HDEL', hk, 'placeholder')
+    redis.call('PERSIST', hk)
+    redis.call('HSET', hk, 'name', c.name, 'queue', c.queue, 'payload', c.payload, 'state', 'PENDING',
+      'attempt', 0, 'crashes', 0, 'created_ms', now)
+    if c.wf ~= '' then
+      redis.call('HSET', hk, 'wf', c.wf)
+    end
+    if c.delay_ms > 0 then
+      redis.call('HSET', hk, 'due_ms', now + c.delay_ms)
+      redis.call('ZADD', dk, now + c.delay_ms, c.id)
+      redis.call('PUBLISH', prefix .. ':{' .. c.queue .. '}:wake', now + c.delay_ms)
+    else
+      redis.call('XADD', sk, '*', 'id', c.id)
+    end
+  end
+
+  local function fail(id, name, err)
+    local hk = KEYS[k]
+    k = k + 1
+    local cur = redis.call('HGET', hk, 'state')
+    if cur == 'SUCCESS' or cur == 'FAILURE' or cur == 'DEAD' or cur == 'REVOKED' then
+      return
+    end
+    redis.call('HSET', hk, 'state', 'FAILURE', 'error', err, 'done_ms', now, 'reason', 'an earlier step failed')
+    if not cur then
+      redis.call('HSET', hk, 'name', name, 'queue', '', 'attempt', 0, 'created_ms', now)
+    end
+    redis.call('PEXPIRE', hk, ARGV[8])
+    redis.call('PUBLISH', prefix .. ':done:' .. id, 'FAILURE')
+  end
+
+  for _, c in ipairs(ops.children) do
+    create(c)
+  end
+  for _, item in ipairs(ops.cascade) do
+    fail(item[1], item[2], ops.error)
+  end
+  if ops.chord then
+    local ch = KEYS[k]
+    local cb_keys = k + 1
+    k = k + 4
+    if state == 'SUCCESS' then
+      if redis.call('HSETNX', ch, 'r:' .. ops.chord.index, ARGV[5]) == 1 then
+        local done = redis.call('HINCRBY', ch, 'done', 1)
+        local total = tonumber(redis.call('HGET', ch, 'total') or '-1')
+        if done == total and not redis.call('HGET', ch, 'failed') then
+          local parts = {}
+          for i = 0, total - 1 do
+            parts[#parts + 1] = redis.call('HGET', ch, 'r:' .. i)
+          end
+          local cb = cjson.decode(redis.call('HGET', ch, 'cb'))
+          local body = cb.head
+          if not cb.immutable then
+            body = cb.head .. '[' .. table.concat(parts, ',') .. ']' .. cb.tail
+          end
+          local saved = k
+          k = cb_keys
+          create({id = cb.id, name = cb.name, queue = cb.queue, payload = body, delay_ms = cb.delay_ms, wf = cb.wf})
+          k = saved
+        end
+      end
+    elseif redis.call('HSETNX', ch, 'failed', ARGV[10]) == 1 then
+      local saved = k
+      k = cb_keys
+      fail(ops.chord.cb_id, ops.chord.cb_name, ops.error)
+      k = saved
+      for _, item in ipairs(ops.chord.cascade) do
+        fail(item[1], item[2], ops.error)
+      end
+      for _, eb in ipairs(cjson.decode(redis.call('HGET', ch, 'errbacks') or '[]')) do
+        local body = eb.head
+        if not eb.immutable then
+          body = eb.head .. cjson.encode(ARGV[10]) .. ',' .. ops.error .. eb.tail
+        end
+        create({id = eb.id, name = eb.name, queue = eb.queue, payload = body, delay_ms = eb.delay_ms, wf = eb.wf})
+      end
+    end
+  end
+end
 return 1
