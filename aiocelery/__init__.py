@@ -3,7 +3,6 @@
 from .app import App as App
 from .app import TaskDecorator as TaskDecorator
 from .args import Arg as Arg
-from .canvas import CanvasError as CanvasError
 from .canvas import chain as chain
 from .canvas import chord as chord
 from .canvas import group as group
@@ -12,6 +11,7 @@ from .config import Config as Config
 from .context import TaskContext as TaskContext
 from .context import current_task as current_task
 from .exceptions import AioCeleryError as AioCeleryError
+from .exceptions import CanvasError as CanvasError
 from .exceptions import ConfigError as ConfigError
 from .exceptions import EncodeError as EncodeError
 from .exceptions import NotRegistered as NotRegistered

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
-from .exceptions import AioCeleryError
+from .exceptions import CanvasError
 from .message import TaskMessage, check_lossless
 from .result import AsyncResult, GroupResult
 from .signature import Signature
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 
 Canvas = Union[Signature, "chain", "group", "chord"]
 Cont = list[Spec] | ChordRef | None
-
-
-class CanvasError(AioCeleryError, ValueError):
-    """A workflow that cannot be built (e.g. a group followed directly by another group)."""
 
 
 class chain:  # noqa: N801 - Celery's name

@@ -8,6 +8,7 @@
     ├── EncodeError                 a value can't be sent losslessly, or is too big (also ValueError)
     ├── SendError                   the broker could not take the task (unreachable, timed out)
     ├── NotRegistered               a task name this app does not know (also KeyError)
+    ├── CanvasError                 a workflow that cannot be built (also ValueError)
     ├── TaskError                   the task ended badly; raised by ``AsyncResult.get()``
     │   ├── TaskFailed              it raised: remote type, message and traceback attached
     │   ├── TaskDead                dead-lettered (unknown task, bad message, too many crashes)
@@ -58,6 +59,10 @@ class NotRegistered(AioCeleryError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "task not registered"
+
+
+class CanvasError(AioCeleryError, ValueError):
+    """A workflow that cannot be built (e.g. a group followed directly by another group)."""
 
 
 class TaskError(AioCeleryError):
