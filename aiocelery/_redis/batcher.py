@@ -20,11 +20,19 @@ Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
-    """Runs ``script`` for many concurrent callers in one pipeline per loop iteration."""
+    """Runs ``script`` for many concurrent callers in one pipeline per loop iteration.
 
-    def __init__(self, client: Client, script: AsyncScript) -> None:
+    With ``merge``, the script takes any number of units (fixed KEYS and ARGV per unit, one
+    reply per unit), and the calls of one iteration become a single script call (up to
+    ``MERGE_MAX`` units each) instead of a pipeline of calls.
+    """
+
+    MERGE_MAX = 256
+
+    def __init__(self, client: Client, script: AsyncScript, *, merge: bool = False) -> None:
         self._client = client
         self._script = script
+        self._merge = merge
         self._pending: list[Call] = []
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -59,6 +67,8 @@ class ScriptBatcher:
                 future.set_result(reply)
 
     async def _run(self, batch: list[Call]) -> list[Any]:
+        if self._merge:
+            return await self._run_merged(batch)
         if len(batch) == 1:
             keys, args, _ = batch[0]
             try:
@@ -74,3 +84,15 @@ class ScriptBatcher:
             await self._client.script_load(self._script.script)
             return await self._run(batch)
         return replies
+
+    async def _run_merged(self, batch: list[Call]) -> list[Any]:
+        chunks = [batch[i:i + self.MERGE_MAX] for i in range(0, len(batch), self.MERGE_MAX)]
+        calls = [([k for keys, _, _ in c for k in keys], [a for _, args, _ in c for a in args]) for c in chunks]
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return list(await self._script(keys=keys, args=args))
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._script(keys=keys, args=args, client=pipe)
+            replies: list[Any] = await pipe.execute()
+        return [unit for reply in replies for unit in reply]

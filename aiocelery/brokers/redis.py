@@ -30,6 +30,8 @@ from .base import Outgoing, Published
 
 log = logging.getLogger("aiocelery.broker")
 PROMOTE_BATCH = 1000
+ENQUEUE_CHUNK = 256
+"""Messages per enqueue script call in a bulk publish (the calls themselves are pipelined)."""
 
 
 class RedisBroker:
@@ -42,7 +44,7 @@ class RedisBroker:
         self._hub = hub
         self._keys = keys
         self._scripts = Scripts.register(client)
-        self._enqueue = ScriptBatcher(client, self._scripts.enqueue)
+        self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True)
         self._settle = ScriptBatcher(client, self._scripts.settle)
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_crashes = max_crashes
@@ -52,12 +54,14 @@ class RedisBroker:
         if len(items) == 1:
             keys, args = self._enqueue_call(items[0])
             return [_published(await self._enqueue.call(keys, args))]
+        chunks = [items[i:i + ENQUEUE_CHUNK] for i in range(0, len(items), ENQUEUE_CHUNK)]
         async with self._client.pipeline(transaction=False) as pipe:
-            for item in items:
-                keys, args = self._enqueue_call(item)
-                await self._scripts.enqueue(keys=keys, args=args, client=pipe)
+            for chunk in chunks:
+                calls = [self._enqueue_call(item) for item in chunk]
+                await self._scripts.enqueue(keys=[k for keys, _ in calls for k in keys],
+                                            args=[a for _, args in calls for a in args], client=pipe)
             replies = await pipe.execute()
-        return [_published(r) for r in replies]
+        return [_published(unit) for reply in replies for unit in reply]
 
     def _enqueue_call(self, item: Outgoing) -> tuple[list[str], list[str | int | bytes]]:
         msg, k = item.message, self._keys
