@@ -27,6 +27,7 @@ from .exceptions import TaskDead as TaskDead
 from .exceptions import TaskError as TaskError
 from .exceptions import TaskFailed as TaskFailed
 from .exceptions import TaskRevoked as TaskRevoked
+from .hooks import Hooks as Hooks
 from .result import AsyncResult as AsyncResult
 from .result import GroupResult as GroupResult
 from .retry import RetryPolicy as RetryPolicy
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "EncodeError",
     "GroupResult",
+    "Hooks",
     "NotRegistered",
     "ResultError",
     "ResultLost",

@@ -18,6 +18,7 @@ from .brokers.base import Broker, Outgoing, Published
 from .canvas import Plan
 from .config import Config, redact_url
 from .exceptions import ConfigError, EncodeError, ResultNotFound, SendError, TaskArgumentsError
+from .hooks import Hooks, HookSet
 from .message import TaskMessage
 from .periodic import PeriodicEntry, make_entry, make_schedule
 from .registry import Registry
@@ -43,6 +44,8 @@ class App:
         """The frozen configuration."""
         self.registry = Registry()
         """Registered tasks by name."""
+        self.hooks = HookSet()
+        """Registered hooks (``add_hooks``): tracing, metrics, your own."""
         self.periodic_entries: list[PeriodicEntry] = []
         """Periodic tasks, sent by the scheduler in every worker and by ``python -m aiocelery beat``."""
         self._clock = clock
@@ -94,6 +97,10 @@ class App:
         entry = make_entry(name or signature.name, make_schedule(schedule, None, tz), signature, missed)
         self.periodic_entries.append(entry)
         return entry
+
+    def add_hooks(self, hooks: Hooks) -> None:
+        """Register a ``Hooks`` subclass instance; only the methods it overrides are called."""
+        self.hooks.add(hooks)
 
     def register_tasks(self, tasks: Mapping[str, Callable[..., Any]]) -> dict[str, Task[..., Any]]:
         """Register several functions under the given names (the seed's RegisterTasks)."""
@@ -159,6 +166,8 @@ class App:
                 task.check_arguments(spec.args, spec.kwargs, spec.id)
             message = TaskMessage(id=spec.id, name=spec.name, args=spec.args, kwargs=spec.kwargs, queue=spec.queue,
                                   delay_ms=spec.delay_ms, wf=spec.wf.encode() if spec.wf else b"")
+            if self.hooks.wants("on_publish"):
+                self.hooks.call("on_publish", message)
             items.append(Outgoing(message, message.encode(self.config.max_payload_bytes)))
         if plan.chords or plan.later:
             await self._connections().broker.prepare_workflow(plan.chords, plan.later)
@@ -217,10 +226,12 @@ class App:
         expires_ms = _absolute_ms(name, task_id, "expires", expires) if isinstance(expires, datetime) else None
         expires_in_ms = None if expires is None or isinstance(expires, datetime) else int(expires * 1000)
         delay_ms = max(0, int((options.countdown or 0) * 1000))
-        return TaskMessage(id=task_id, name=name, args=args, kwargs=kwargs, queue=queue,
-                           delay_ms=delay_ms, eta_ms=eta_ms, expires_ms=expires_ms, expires_in_ms=expires_in_ms,
-                           dedup_key=options.dedup_key,
-                           dedup_ttl_ms=int(options.dedup_ttl_s * 1000))
+        message = TaskMessage(id=task_id, name=name, args=args, kwargs=kwargs, queue=queue,
+                              delay_ms=delay_ms, eta_ms=eta_ms, expires_ms=expires_ms, expires_in_ms=expires_in_ms,
+                              dedup_key=options.dedup_key, dedup_ttl_ms=int(options.dedup_ttl_s * 1000))
+        if self.hooks.wants("on_publish"):
+            self.hooks.call("on_publish", message)
+        return message
 
     # -- results, workers, lifecycle ---------------------------------------------------------
 

@@ -44,13 +44,18 @@ class TaskMessage:
     """How long the dedup key lives."""
     wf: bytes = b""
     """What follows this task in a workflow (``workflow.Wf`` JSON)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Free-form string headers travelling with the task (trace context, ...); hooks write them."""
 
     def encode(self, max_bytes: int) -> bytes:
         """The payload bytes (arguments only; the rest travels in the task record's fields)."""
         check_lossless(self.args, self, "args")
         check_lossless(self.kwargs, self, "kwargs")
         try:
-            data = orjson.dumps({"v": WIRE_VERSION, "args": self.args, "kwargs": self.kwargs})
+            body: dict[str, Any] = {"v": WIRE_VERSION, "args": self.args, "kwargs": self.kwargs}
+            if self.headers:
+                body["headers"] = self.headers
+            data = orjson.dumps(body)
         except TypeError as exc:  # defensive: check_lossless admits only orjson-native values
             raise EncodeError(f"task {self.name!r} (id {self.id}): {exc}") from exc
         if len(data) > max_bytes:
@@ -68,6 +73,7 @@ class Payload:
 
     args: list[Any]
     kwargs: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def decode_payload(data: bytes) -> Payload:
@@ -83,7 +89,8 @@ def decode_payload(data: bytes) -> Payload:
     args, kwargs = obj.get("args"), obj.get("kwargs")
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ValueError("payload lacks an 'args' list or a 'kwargs' object")
-    return Payload(args, kwargs)
+    headers = obj.get("headers") or {}
+    return Payload(args, kwargs, headers if isinstance(headers, dict) else {})
 
 
 def encode_value(value: Any, what: str) -> bytes:

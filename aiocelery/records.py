@@ -56,6 +56,8 @@ class Delivery:
     """Times it was put back unrun by a rate limit or concurrency cap (counted in ``attempt``)."""
     workflow: bytes = b""
     """What follows this task in a workflow (``workflow.Wf`` JSON), or empty."""
+    created_ms: int = 0
+    """When it was sent (broker time): queue wait = start - this."""
 
     @property
     def run_number(self) -> int:
@@ -80,6 +82,8 @@ class Settlement:
     """For FAILURE: also record a dead letter (retries exhausted), so it can be requeued."""
     workflow: Any = None
     """``workflow.WorkflowOps`` to apply in the same atomic step (links, errbacks, chord), or None."""
+    runtime_s: float = 0.0
+    """How long the task ran (for hooks and metrics)."""
 
     def __post_init__(self) -> None:
         if self.state not in states.READY_STATES and self.state not in (states.RETRY, states.DEFER):

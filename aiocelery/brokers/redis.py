@@ -117,7 +117,8 @@ class RedisBroker:
             out.append(Delivery(task_id=row[1].decode(), name=row[4].decode(), queue=queue,
                                 entry_id=row[2].decode(), attempt=attempt, payload=row[5],
                                 redelivered=attempt - deferrals > 1 or int(row[6]) > 1, worker=worker,
-                                retries=int(row[7]), deferrals=deferrals, workflow=row[9]))
+                                retries=int(row[7]), deferrals=deferrals, workflow=row[9],
+                                created_ms=int(row[10])))
         return out
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:

@@ -8,9 +8,11 @@ hard time limits) -> outcome (SUCCESS, or the retry policy's RETRY / FAILURE).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import math
 import random
+import time
 import traceback
 from typing import Any
 
@@ -21,6 +23,7 @@ from .._redis.keys import Keys
 from ..brokers.limits import CAP_FULL, Admission, Limiter
 from ..context import TaskContext, _current
 from ..exceptions import EncodeError, Retry
+from ..hooks import HookSet
 from ..message import Payload, decode_payload, encode_value
 from ..records import Delivery, ErrorInfo, Settlement
 from ..registry import Registry
@@ -41,8 +44,9 @@ class Executor:
     """Looks tasks up, binds arguments, admits, runs, and turns the result into a Settlement."""
 
     def __init__(self, registry: Registry, worker_name: str, threads: int, limiter: Limiter, keys: Keys,
-                 slot_ttl_s: float) -> None:
+                 slot_ttl_s: float, hooks: HookSet | None = None) -> None:
         self._registry = registry
+        self._hooks = hooks or HookSet()
         self._worker = worker_name
         self._limiter = limiter
         self._keys = keys
@@ -63,8 +67,12 @@ class Executor:
                 jitter = random.randint(0, CAP_RETRY_MS)
                 return Settlement(states.DEFER, countdown_ms=CAP_RETRY_MS + jitter if wait_ms == CAP_FULL else wait_ms)
         token = _current.set(ctx or self.context(d))
+        if self._hooks.wants("on_started"):
+            self._hooks.call("on_started", d, payload.headers)
+        started = time.perf_counter()
         try:
-            return await self._execute(task, d, payload)
+            settlement = await self._execute(task, d, payload)
+            return dataclasses.replace(settlement, runtime_s=time.perf_counter() - started)
         finally:
             _current.reset(token)
             if admission is not None and admission.slot_key is not None:

@@ -11,6 +11,7 @@ import anyio
 from .. import states
 from .._backoff import Backoff
 from ..brokers.base import TRANSIENT_ERRORS, Broker
+from ..hooks import HookSet
 from ..message import decode_value
 from ..records import Delivery, ErrorInfo, Settlement
 from ..workflow import Wf, on_failure, on_success
@@ -29,9 +30,10 @@ class Counters(Protocol):
 class Settler:
     """Stores each outcome once; keeps retrying an unreachable Redis for ``SETTLE_RETRY_S``."""
 
-    def __init__(self, broker: Broker, counters: Counters) -> None:
+    def __init__(self, broker: Broker, counters: Counters, hooks: HookSet | None = None) -> None:
         self._broker = broker
         self._counters = counters
+        self._hooks = hooks or HookSet()
 
     async def settle(self, d: Delivery, s: Settlement) -> None:
         """Store ``s`` for ``d`` (with what follows it in a workflow); log a failure or dead letter."""
@@ -49,6 +51,20 @@ class Settler:
         else:
             log.debug("task %s[%s] succeeded", d.name, d.task_id)
         await self._store(d, s)
+        if self._hooks:
+            self._announce(d, s)
+
+    def _announce(self, d: Delivery, s: Settlement) -> None:
+        if s.state == states.SUCCESS:
+            self._hooks.call("on_succeeded", d, s.runtime_s)
+        elif s.state == states.RETRY:
+            self._hooks.call("on_retried", d, s.error, s.countdown_ms / 1000)
+        elif s.state == states.FAILURE:
+            self._hooks.call("on_failed", d, s.error)
+        elif s.state == states.DEAD:
+            self._hooks.call("on_dead", d, s.reason)
+        elif s.state == states.REVOKED:
+            self._hooks.call("on_revoked", d, s.reason)
 
     async def _store(self, d: Delivery, s: Settlement) -> None:
         backoff = Backoff(cap=5.0)

@@ -165,7 +165,7 @@ class Worker:
         watchdog = LoopWatchdog(loop, config.blocked_loop_warn_s, self._describe)
         conn = self.app._connections()
         executor = Executor(self.app.registry, self.name, threads=self.concurrency, limiter=conn.limiter,
-                            keys=conn.keys, slot_ttl_s=3 * config.lease_s)
+                            keys=conn.keys, slot_ttl_s=3 * config.lease_s, hooks=self.app.hooks)
         self._fetcher = Fetcher(consumer, self._slots, block_s=config.fetch_block_s, lease_s=config.lease_s,
                                 reclaim_interval_s=config.reclaim_interval_s,
                                 leases_healthy=lambda: leases is None or leases.healthy)
@@ -173,7 +173,7 @@ class Worker:
             if thread is not None:
                 thread.start()
         try:
-            await self._serve(broker, executor, Settler(broker, self), leases)
+            await self._serve(broker, executor, Settler(broker, self, self.app.hooks), leases)
         finally:
             executor.threads.shutdown()
             watchdog.stop()
@@ -201,6 +201,7 @@ class Worker:
                 self._started.set()
                 log.info("worker %s ready: consuming %s with concurrency %d", self.name,
                          ", ".join(self.queues), self.concurrency)
+                self.app.hooks.call("on_worker_start", self)
                 async with send:
                     await self._fetcher.run(send, self._stopping)
                 consumers.cancel_scope.deadline = anyio.current_time() + self.grace_s
@@ -232,6 +233,7 @@ class Worker:
         if self.released:
             log.warning("handed %d unfinished task(s) back to the queue", self.released)
         log.info("worker %s stopped: %d processed, %d failed", self.name, self.processed, self.failed)
+        self.app.hooks.call("on_worker_stop", self)
 
     # -- one delivery ------------------------------------------------------------------------
 
@@ -242,6 +244,8 @@ class Worker:
             async for d in recv:
                 if leases is not None:
                     leases.hold(d)
+                if self.app.hooks:
+                    self.app.hooks.call("on_received", d)
                 run = _Run(d, executor.context(d))
                 try:
                     self._runs[d.task_id] = run

@@ -6,7 +6,7 @@
 -- ARGV: 1 group, 2 consumer, 3 max crashes, 4 worker name, 5 ttl ms, 6 done channel prefix,
 --       then pairs: entry id, task id
 -- Returns one row per delivery:
---   {kind, task id, entry id, attempt, name, payload, delivered, retries, deferrals, workflow}
+--   {kind, task id, entry id, attempt, name, payload, delivered, retries, deferrals, workflow, created}
 local group, consumer = ARGV[1], ARGV[2]
 local max_crashes, ttl = tonumber(ARGV[3]), tonumber(ARGV[5])
 local t = redis.call('TIME')
@@ -38,7 +38,7 @@ for i = 7, #ARGV, 2 do
     out[#out + 1] = {'missing', id, entry}
   else
     local f = redis.call('HMGET', key, 'state', 'crashes', 'name', 'expires_ms', 'retries', 'deferrals',
-      'revoked')
+      'revoked', 'created_ms')
     local expires = tonumber(f[4] or '')
     if ready[f[1]] then
       finish(entry)
@@ -69,7 +69,7 @@ for i = 7, #ARGV, 2 do
         redis.call('HSET', key, 'state', 'STARTED', 'started_ms', now, 'worker', ARGV[4])
         local p = redis.call('HMGET', key, 'payload', 'wf')
         out[#out + 1] = {'run', id, entry, attempt, f[3] or '', p[1] or '', owned[1][4],
-          tonumber(f[5] or '0'), tonumber(f[6] or '0'), p[2] or ''}
+          tonumber(f[5] or '0'), tonumber(f[6] or '0'), p[2] or '', tonumber(f[8] or '0')}
       end
     end
   end
