@@ -11,6 +11,7 @@ from ._redis.pubsub import PubSubHub
 from .backends.base import ResultBackend
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
+from .brokers.admin import Admin, MemoryAdmin, RedisAdmin
 from .brokers.base import Broker
 from .brokers.limits import Limiter, MemoryLimiter, RedisLimiter
 from .brokers.memory import MemoryBroker, MemoryStore
@@ -28,6 +29,7 @@ class Connections:
     limiter: Limiter
     keys: Keys
     clock: Clock
+    admin: Admin
     client: Client | None = None
     hub: PubSubHub | None = None
 
@@ -47,7 +49,8 @@ def connect(config: Config, clock: Clock | None = None) -> Connections:
         store = MemoryStore(clock=clock or SystemClock())
         broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes)
         limiter = MemoryLimiter(store.clock.now_ms)
-        return Connections(broker, MemoryBackend(store), limiter, Keys(config.key_prefix), store.clock)
+        return Connections(broker, MemoryBackend(store), limiter, Keys(config.key_prefix), store.clock,
+                           MemoryAdmin(store))
     if clock is not None:
         raise ConfigError("a custom clock (VirtualClock) works with memory:// only; Redis keeps its own time")
     client = command_client(config.broker, config.max_connections)
@@ -56,4 +59,5 @@ def connect(config: Config, clock: Clock | None = None) -> Connections:
     redis_broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
                                max_crashes=config.max_crashes)
     backend = RedisBackend(client, hub, keys)
-    return Connections(redis_broker, backend, RedisLimiter(client), keys, SystemClock(), client, hub)
+    admin = RedisAdmin(client, hub, keys, int(config.result_ttl_s * 1000))
+    return Connections(redis_broker, backend, RedisLimiter(client), keys, SystemClock(), admin, client, hub)

@@ -68,6 +68,20 @@ class Keys:
         """A chord's counter, results and callback template."""
         return f"{self.prefix}:chord:{chord_id}"
 
+    def worker(self, worker_id: str) -> str:
+        """A worker's heartbeat record."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def workers(self) -> str:
+        """Index of worker records, scored by expiry (ms)."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def control(self) -> str:
+        """Channel of control commands to workers."""
+        return f"{self.prefix}:control"
+
     def task(self, task_id: str) -> str:
         """The task's record."""
         return f"{self.prefix}:task:{task_id}"

@@ -1,4 +1,5 @@
-"""``python -m aiocelery``: the command line (``worker``, ``beat``, ``dead``)."""
+"""``python -m aiocelery``: the command line (worker, beat, dead, inspect, queues, status, purge, revoke,
+control)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import beat, dead, worker
+from . import beat, dead, inspect, ops, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_parser(commands)
     dead.add_parser(commands)
     beat.add_parser(commands)
+    inspect.add_parser(commands)
+    ops.add_parsers(commands)
     return parser
 
 

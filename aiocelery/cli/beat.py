@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 from typing import Any
 
+from .. import logs
 from ..beat import Scheduler
 from .common import add_app_argument, load_app
 
@@ -33,7 +33,7 @@ def add_parser(commands: Any) -> None:
 
 def run_beat(args: argparse.Namespace) -> int:
     """Run the scheduler until SIGTERM/SIGINT."""
-    logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
+    logs.configure(args.loglevel)
     app = load_app(args.app)
     if not app.periodic_entries:
         raise SystemExit(f"error: {args.app} has no periodic tasks (@app.periodic or app.add_periodic)")

@@ -9,8 +9,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .. import __version__
+from .. import __version__, logs
 from ..config import redact_url
+from ..worker.health import serve_health
 from ..worker.worker import Worker
 from .common import add_app_argument, load_app, positive_int
 
@@ -52,6 +53,13 @@ def add_parser(commands: Any) -> None:
                         help="log level (default: info)")
     worker.add_argument("--without-beat", action="store_true",
                         help="do not run the periodic scheduler in this worker (it is safe to run it in all)")
+    worker.add_argument("--log-format", choices=["text", "json"], default="text",
+                        help="text, or one JSON object per line; task id, name, attempt and worker are in "
+                             "every record logged while a task runs")
+    worker.add_argument("--health-port", type=int, default=None, metavar="PORT",
+                        help="serve GET /live and GET /ready (200 or 503) on this port")
+    worker.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics on this port (needs: pip install 'aiocelery[prometheus]')")
     worker.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
     worker.set_defaults(handler=run_worker)
 
@@ -73,7 +81,7 @@ def banner(spec: str, worker: Worker, loop_name: str) -> str:
 
 def run_worker(args: argparse.Namespace) -> int:
     """The ``worker`` subcommand."""
-    logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
+    logs.configure(args.loglevel, args.log_format)
     app = load_app(args.app)
     name = args.name.replace("%h", os.uname().nodename) if args.name else None
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
@@ -83,14 +91,34 @@ def run_worker(args: argparse.Namespace) -> int:
     print(banner(args.app, worker, loop_name), flush=True)
 
     async def main() -> None:
+        servers = await _side_servers(args, worker)
         try:
             await worker.run()
         finally:
+            for server in servers:
+                server.close()
             await app.close()
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())
     return worker.exit_code
+
+
+async def _side_servers(args: argparse.Namespace, worker: Worker) -> list[Any]:
+    """Health and metrics endpoints asked for on the command line."""
+    servers: list[Any] = []
+    if args.health_port is not None:
+        servers.append(await serve_health(args.health_port, lambda: worker.ready))
+        log.info("health: http://0.0.0.0:%d/live and /ready", args.health_port)
+    if args.metrics_port is not None:
+        try:
+            from ..contrib.prometheus import install
+        except ImportError as exc:
+            raise SystemExit(f"error: --metrics-port needs prometheus-client: pip install 'aiocelery[prometheus]' "
+                             f"({exc})") from None
+        servers.append(install(worker.app, args.metrics_port))
+        log.info("metrics: http://127.0.0.1:%d/metrics", args.metrics_port)
+    return servers
 
 
 def _loop_factory(disabled: bool) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:

@@ -62,6 +62,8 @@ class Fetcher:
         self._scope: CancelScope | None = None
         self.outage = False
         """True while the broker is unreachable."""
+        self.last_ok = time.monotonic()
+        """When a fetch last came back from the broker (readiness: the loop is not stuck)."""
 
     def interrupt(self) -> None:
         """Cancel a blocking fetch in progress (on stop)."""
@@ -74,6 +76,7 @@ class Fetcher:
         backoff = Backoff()
         while not stopping.is_set():
             free = await self._slots.wait_free(stopping)
+            self.last_ok = time.monotonic()  # waiting for a free slot is healthy too
             if free == 0:
                 continue
             deliveries: list[Delivery] = []
@@ -85,6 +88,7 @@ class Fetcher:
                     deliveries = await self._take(free)
                     backoff.reset()
                     self.outage = False
+                    self.last_ok = time.monotonic()
                 except Exception as exc:  # connection loss above all: a worker never stops consuming
                     self.outage = True
                     delay = backoff.next_delay()

@@ -18,9 +18,10 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import CancelScope
@@ -36,6 +37,7 @@ from .executor import Executor
 from .fetcher import Fetcher, Slots
 from .leases import LeaseThread
 from .limits import Limits
+from .presence import Presence
 from .settle import Settler
 from .watchdog import LoopWatchdog
 
@@ -128,6 +130,20 @@ class Worker:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
 
+    @property
+    def ready(self) -> bool:
+        """True while the worker really consumes: started, not stopping, broker reachable, and the
+        fetch loop came back recently (a stuck fetch loop makes it not ready)."""
+        f = self._fetcher
+        if f is None or not self._started.is_set() or self._stopping.is_set() or f.outage:
+            return False
+        return time.monotonic() - f.last_ok < 3 * self.app.config.fetch_block_s + 5
+
+    def active(self) -> list[dict[str, Any]]:
+        """The tasks running now: id, name, attempt."""
+        return [{"id": r.delivery.task_id, "name": r.delivery.name, "attempt": r.delivery.run_number}
+                for r in self._runs.values()]
+
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping.is_set():
             log.warning("%s again: cancelling %d running task(s) and handing them back", sig.name, self._slots.used)
@@ -191,6 +207,10 @@ class Worker:
         async with anyio.create_task_group() as side:
             side.start_soon(self._promote, broker)
             side.start_soon(self._watch_revocations, broker)
+            presence = Presence(self, self.app._connections().admin)
+            side.start_soon(self._keep_running, "heartbeat", presence.run)
+            side.start_soon(self._keep_running, "control listener",
+                            lambda: self.app._connections().admin.watch_control(presence.on_command))
             if self.beat and self.app.periodic_entries:
                 side.start_soon(self._keep_running, "periodic scheduler", Scheduler(self.app).run)
             async with anyio.create_task_group() as consumers:

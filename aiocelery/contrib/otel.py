@@ -1,0 +1,153 @@
+"""OpenTelemetry tracing: a PRODUCER span per send, a CONSUMER span per run, in one trace.
+
+    from aiocelery.contrib.otel import OpenTelemetryHooks
+
+    app.add_hooks(OpenTelemetryHooks())                  # the global TracerProvider
+    app.add_hooks(OpenTelemetryHooks(tracer_provider))   # or a given one
+
+Sending a task starts and ends a ``"<task> publish"`` span and writes its context into the
+message headers with the configured propagator (W3C ``traceparent`` by default). The worker
+extracts it and runs the task inside a ``"<task> process"`` span whose parent is that producer
+span, so the trace crosses processes; the process span is the current span while the task runs,
+so tasks it sends (and anything else instrumented) become its children. Attributes follow the
+OpenTelemetry messaging conventions (``messaging.system``, ``messaging.operation``,
+``messaging.destination.name``, ``messaging.message.id``) plus ``aiocelery.task.*``.
+
+A process span ends with its outcome (succeeded, retried, failed, dead, revoked). A run that
+ends with none (its lease was lost, or the worker stopped and handed it back) ends when the same
+task starts again here, or when its worker stops; either way with status ERROR saying so.
+"""
+
+from __future__ import annotations
+
+from contextvars import Token
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "aiocelery.contrib.otel needs OpenTelemetry: pip install 'aiocelery[otel]' "
+        f"(missing: {exc.name or exc})"
+    ) from exc
+
+from .. import __version__
+from ..hooks import Hooks
+from ..message import TaskMessage
+from ..records import Delivery, ErrorInfo
+
+if TYPE_CHECKING:
+    from ..worker.worker import Worker
+
+SYSTEM = "aiocelery"
+MAX_OPEN_SPANS = 100_000
+"""Process spans kept open at most; past it the oldest is ended (a guard against runs that never settle)."""
+
+
+@dataclass(slots=True)
+class _Open:
+    span: Span
+    token: Token[otel_context.Context]
+    attempt: int
+    worker: str
+
+
+class OpenTelemetryHooks(Hooks):
+    """Traces sends and runs; ``tracer_provider`` defaults to the global one."""
+
+    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+        self._tracer = trace.get_tracer("aiocelery", __version__, tracer_provider)
+        self._open: dict[str, _Open] = {}
+        """Process spans not ended yet, by task id (one attempt of a task runs at a time)."""
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def on_publish(self, message: TaskMessage) -> None:
+        span = self._tracer.start_span(f"{message.name} publish", kind=SpanKind.PRODUCER, attributes={
+            "messaging.system": SYSTEM,
+            "messaging.operation": "publish",
+            "messaging.destination.name": message.queue,
+            "messaging.message.id": message.id,
+            "aiocelery.task.name": message.name,
+        })
+        # There is no "sent" hook: the span covers building the message, not the round trip.
+        propagate.inject(message.headers, context=trace.set_span_in_context(span))
+        span.end()
+
+    # -- running -------------------------------------------------------------------------------
+
+    def on_started(self, d: Delivery, headers: dict[str, str]) -> None:
+        self._end_superseded(d)
+        parent = propagate.extract(headers, context=otel_context.Context())
+        span = self._tracer.start_span(f"{d.name} process", context=parent, kind=SpanKind.CONSUMER, attributes={
+            "messaging.system": SYSTEM,
+            "messaging.operation": "process",
+            "messaging.destination.name": d.queue,
+            "messaging.message.id": d.task_id,
+            "aiocelery.task.name": d.name,
+            "aiocelery.task.attempt": d.attempt,
+            "aiocelery.task.retries": d.retries,
+            "aiocelery.worker": d.worker,
+        })
+        token = otel_context.attach(trace.set_span_in_context(span))
+        self._open[d.task_id] = _Open(span, token, d.attempt, d.worker)
+
+    def on_succeeded(self, d: Delivery, runtime_s: float) -> None:
+        self._end(d, "succeeded", None)
+
+    def on_retried(self, d: Delivery, error: ErrorInfo | None, countdown_s: float) -> None:
+        self._end(d, "retried", error or ErrorInfo("Retry", "retried", ""), {"aiocelery.task.countdown_s": countdown_s})
+
+    def on_failed(self, d: Delivery, error: ErrorInfo | None) -> None:
+        self._end(d, "failed", error or ErrorInfo("Error", "failed", ""))
+
+    def on_dead(self, d: Delivery, reason: str) -> None:
+        self._end(d, "dead", ErrorInfo("Dead", reason, ""))
+
+    def on_revoked(self, d: Delivery, reason: str) -> None:
+        self._end(d, "revoked", None, {"aiocelery.task.reason": reason})
+
+    def on_worker_stop(self, worker: Worker) -> None:
+        for task_id, run in list(self._open.items()):
+            if run.worker == worker.name:
+                del self._open[task_id]
+                _finish(run, "unsettled", ErrorInfo("Unsettled", "the worker stopped before the task settled", ""))
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _end(self, d: Delivery, outcome: str, error: ErrorInfo | None,
+             extra: dict[str, float | str] | None = None) -> None:
+        run = self._open.get(d.task_id)
+        if run is not None and run.attempt == d.attempt:  # else it never started (unknown task, bad payload)
+            del self._open[d.task_id]
+            if extra:
+                run.span.set_attributes(extra)
+            _finish(run, outcome, error)
+
+    def _end_superseded(self, d: Delivery) -> None:
+        """End what no outcome will: an earlier attempt of the same task, or the oldest past the cap."""
+        run = self._open.pop(d.task_id, None)
+        if run is not None:
+            _finish(run, "unsettled", ErrorInfo("Unsettled", f"superseded by attempt {d.attempt}", ""))
+        if len(self._open) >= MAX_OPEN_SPANS:
+            _finish(self._open.pop(next(iter(self._open))), "unsettled",
+                    ErrorInfo("Unsettled", f"more than {MAX_OPEN_SPANS} runs open", ""))
+
+
+def _finish(run: _Open, outcome: str, error: ErrorInfo | None) -> None:
+    """Record ``outcome`` (and ``error``) on the span, end it, and make its parent current again."""
+    span = run.span
+    span.set_attribute("aiocelery.task.outcome", outcome)
+    if error is not None:
+        span.set_attribute("error.type", error.type)
+        span.add_event("exception", {"exception.type": error.type, "exception.message": error.message,
+                                     "exception.stacktrace": error.traceback})
+        span.set_status(Status(StatusCode.ERROR, f"{error.type}: {error.message}"))
+    span.end()
+    # Outcomes are announced in the task's own asyncio task: restore what was current before
+    # the run. Anywhere else (an abandoned run ended later) the token is not ours to reset.
+    if trace.get_current_span() is span:
+        otel_context.detach(run.token)
