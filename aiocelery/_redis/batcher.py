@@ -14,6 +14,7 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from . import wire
 from .client import Client
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
@@ -29,10 +30,11 @@ class ScriptBatcher:
 
     MERGE_MAX = 256
 
-    def __init__(self, client: Client, script: AsyncScript, *, merge: bool = False) -> None:
+    def __init__(self, client: Client, script: AsyncScript, *, merge: bool = False, unit_keys: int = 1) -> None:
         self._client = client
         self._script = script
         self._merge = merge
+        self._unit_keys = unit_keys
         self._pending: list[Call] = []
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -68,31 +70,18 @@ class ScriptBatcher:
 
     async def _run(self, batch: list[Call]) -> list[Any]:
         if self._merge:
-            return await self._run_merged(batch)
-        if len(batch) == 1:
-            keys, args, _ = batch[0]
-            try:
-                return [await self._script(keys=keys, args=args)]
-            except Exception as exc:
-                return [exc]
+            chunks = [batch[i:i + self.MERGE_MAX] for i in range(0, len(batch), self.MERGE_MAX)]
+            calls = [([k for keys, _, _ in c for k in keys], [a for _, args, _ in c for a in args]) for c in chunks]
+        else:
+            calls = [(keys, args) for keys, args, _ in batch]
         sha = self._script.sha
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(sha, len(keys), *keys, *args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        replies = await wire.execute(self._client.connection_pool, [wire.evalsha(sha, k, a) for k, a in calls])
         if any(isinstance(r, NoScriptError) for r in replies):
             await self._client.script_load(self._script.script)
-            return await self._run(batch)
-        return replies
-
-    async def _run_merged(self, batch: list[Call]) -> list[Any]:
-        chunks = [batch[i:i + self.MERGE_MAX] for i in range(0, len(batch), self.MERGE_MAX)]
-        calls = [([k for keys, _, _ in c for k in keys], [a for _, args, _ in c for a in args]) for c in chunks]
-        if len(calls) == 1:
-            keys, args = calls[0]
-            return list(await self._script(keys=keys, args=args))
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                await self._script(keys=keys, args=args, client=pipe)
-            replies: list[Any] = await pipe.execute()
-        return [unit for reply in replies for unit in reply]
+            replies = await wire.execute(self._client.connection_pool, [wire.evalsha(sha, k, a) for k, a in calls])
+        if not self._merge:
+            return replies
+        out: list[Any] = []
+        for reply, (keys, _) in zip(replies, calls, strict=True):
+            out += [reply] * (len(keys) // self._unit_keys) if isinstance(reply, Exception) else list(reply)
+        return out

@@ -44,7 +44,7 @@ class RedisBroker:
         self._hub = hub
         self._keys = keys
         self._scripts = Scripts.register(client)
-        self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True)
+        self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True, unit_keys=4)
         self._settle = ScriptBatcher(client, self._scripts.settle)
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_crashes = max_crashes
