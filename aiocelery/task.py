@@ -76,6 +76,9 @@ class Task(Generic[P, R]):
         """True for ``async def`` tasks (run on the loop); plain ones run in the thread pool."""
         self.signature = inspect.signature(fn)
         """The function's signature, used to check arguments at send time."""
+        params = self.signature.parameters.values()
+        plain = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in params)
+        self._arity = len(self.signature.parameters) if plain else -1
         self._sender = sender
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -120,8 +123,20 @@ class Task(Generic[P, R]):
         return Signature(self.name, args=args, kwargs=kwargs, queue=self.options.queue, immutable=True,
                          app=self._sender)
 
+    def binds(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> bool:
+        """True when the arguments bind to the signature (a fast path for plain positional calls)."""
+        if not kwargs and len(args) == self._arity:
+            return True
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError:
+            return False
+        return True
+
     def check_arguments(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], task_id: str) -> None:
         """Raise TaskArgumentsError, naming the task, when the arguments don't bind."""
+        if not kwargs and len(args) == self._arity:
+            return
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:

@@ -93,11 +93,12 @@ class Executor:
             payload = decode_payload(d.payload)
         except ValueError as exc:
             return _dead(f"task {d.name!r} (id {d.task_id}) has an undecodable payload: {exc}", "DecodeError")
-        try:
-            task.signature.bind(*payload.args, **payload.kwargs)
-        except TypeError as exc:
-            return _failure("TaskArgumentsError", f"task {d.name!r} (id {d.task_id}) got arguments that don't "
-                            f"bind to {d.name}{task.signature}: {exc}; not retried", "")
+        if not task.binds(payload.args, payload.kwargs):
+            try:
+                task.signature.bind(*payload.args, **payload.kwargs)
+            except TypeError as exc:
+                return _failure("TaskArgumentsError", f"task {d.name!r} (id {d.task_id}) got arguments that "
+                                f"don't bind to {d.name}{task.signature}: {exc}; not retried", "")
         return task, payload
 
     def _admission(self, task: Task[Any, Any], d: Delivery, payload: Payload) -> Admission | None:
