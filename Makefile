@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: all install redis demo test lint format mypy bench soak clean
+.PHONY: all install redis demo test lint format mypy bench bench-full bench-vs soak clean
 
 all: lint mypy test
 
@@ -37,8 +37,17 @@ format: install
 mypy: install
 	$(BIN)/mypy --strict aiocelery
 
+# Benchmarks (bench/run.py; own redis-server on a free port). bench: quick, aiocelery only, < 3 min.
 bench: install
-	$(BIN)/python bench/roundtrip.py
+	$(BIN)/python -m bench.run --quick
+
+# Full sizes, 3 runs each, medians (min-max).
+bench-full: install
+	$(BIN)/python -m bench.run --full
+
+# Against the peers, each installed from PyPI into ~/.cache/aiocelery-bench/venvs/<peer> (see bench/RESULTS.md).
+bench-vs: install
+	$(BIN)/python -m bench.run --full --vs arq,saq,taskiq,streaq,celery
 
 # Tasks through SIGKILLed workers and kill -9'd Redis restarts (AOF always): nothing lost. Options: --help.
 soak: install

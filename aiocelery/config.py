@@ -142,12 +142,18 @@ def _is_memory(url: str) -> bool:
 
 
 def _check_url(name: str, url: str) -> None:
-    scheme = urlsplit(url).scheme
-    if scheme not in _SCHEMES:
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
         raise ConfigError(
-            f"{name} URL {redact_url(url)!r} has scheme {scheme!r}; use one of "
+            f"{name} URL {redact_url(url)!r} has scheme {parts.scheme!r}; use one of "
             + ", ".join(s + "://" for s in _SCHEMES)
         )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{name} URL {redact_url(url)!r} has an invalid port") from None
+    if port == 0:  # redis-py would silently connect to 6379 instead
+        raise ConfigError(f"{name} URL {redact_url(url)!r} has port 0; give the real port")
 
 
 def redact_url(url: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from .._backoff import Backoff
+from ..brokers.base import TRANSIENT_ERRORS
 from ..exceptions import ResultLost, ResultNotFound, ResultTimeout
 from ..records import TaskRecord
 
@@ -36,35 +38,61 @@ async def wait_for_record(
     def listener(_data: bytes | None) -> None:
         woke.set()
 
-    first = await read(task_id)  # a finished task returns at once, whatever the timeout
-    if first is None:
-        raise ResultNotFound(task_id)
-    if first.ready:
-        return first
-    state = first.state
+    seen = ["PENDING"]  # the last state read, for the timeout's message
+    subscribed = False
     try:
+        first = await _read(read, task_id, deadline, loop)  # a finished task returns at once
+        if first is None:
+            raise ResultNotFound(task_id)
+        if first.ready:
+            return first
+        seen[0] = first.state
         await _bounded(subscribe(listener), deadline, loop)
-        seen = True
-        safety = SAFETY_FIRST_S
-        while True:
-            woke.clear()
-            record = await read(task_id)
-            if record is None:
-                raise ResultLost(task_id) if seen else ResultNotFound(task_id)
-            if record.ready:
-                return record
-            seen, state = True, record.state
-            try:
-                await _bounded(woke.wait(), deadline, loop, cap=safety)
-            except TimeoutError:
-                if deadline is not None and loop.time() >= deadline:
-                    raise
-                safety = min(safety * 2, SAFETY_MAX_S)
+        subscribed = True
+        return await _until_final(task_id, read, woke, deadline, loop, seen)
     except TimeoutError:
         assert timeout is not None
-        raise ResultTimeout(task_id, timeout, state) from None
+        raise ResultTimeout(task_id, timeout, seen[0]) from None
     finally:
-        await asyncio.shield(unsubscribe(listener))
+        if subscribed:
+            await asyncio.shield(unsubscribe(listener))
+
+
+async def _until_final(task_id: str, read: Reader, woke: asyncio.Event, deadline: float | None,
+                       loop: asyncio.AbstractEventLoop, seen: list[str]) -> TaskRecord:
+    """Read, then sleep until woken or the safety re-check (1 s doubling to 30 s); repeat."""
+    safety = SAFETY_FIRST_S
+    while True:
+        woke.clear()
+        record = await _read(read, task_id, deadline, loop)
+        if record is None:
+            raise ResultLost(task_id)
+        if record.ready:
+            return record
+        seen[0] = record.state
+        try:
+            await _bounded(woke.wait(), deadline, loop, cap=safety)
+        except TimeoutError:
+            if deadline is not None and loop.time() >= deadline:
+                raise
+            safety = min(safety * 2, SAFETY_MAX_S)
+
+
+async def _read(read: Reader, task_id: str, deadline: float | None,
+                loop: asyncio.AbstractEventLoop) -> TaskRecord | None:
+    """``read``, riding out a broker outage until the deadline (TimeoutError then)."""
+    backoff = Backoff(base=0.1, cap=2.0)
+    while True:
+        try:
+            return await read(task_id)
+        except TRANSIENT_ERRORS:
+            delay = backoff.next_delay()
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError from None
+                delay = min(delay, remaining)
+            await asyncio.sleep(delay)
 
 
 async def _bounded(

@@ -100,8 +100,8 @@ class RedisBroker:
         pairs: list[str] = []
         task_keys: list[str] = []
         for entry_id, fields in entries:
-            task_id = (fields.get(b"id") or b"").decode()
-            pairs += [entry_id.decode(), task_id]
+            task_id = _str(fields.get(b"id") or b"")
+            pairs += [_str(entry_id), task_id]
             task_keys.append(self._keys.task(task_id))
         rows = await self._scripts.begin(
             keys=[self._keys.stream(queue), self._keys.dead(queue), *task_keys],
@@ -109,13 +109,13 @@ class RedisBroker:
         )
         out: list[Delivery] = []
         for row in rows:
-            kind = row[0].decode()
+            kind = _str(row[0])
             if kind != "run":
-                log.warning("delivery %s of task %s skipped at begin: %s", row[2].decode(), row[1].decode(), kind)
+                log.warning("delivery %s of task %s skipped at begin: %s", _str(row[2]), _str(row[1]), kind)
                 continue
             attempt, deferrals = int(row[3]), int(row[8])
-            out.append(Delivery(task_id=row[1].decode(), name=row[4].decode(), queue=queue,
-                                entry_id=row[2].decode(), attempt=attempt, payload=row[5],
+            out.append(Delivery(task_id=_str(row[1]), name=_str(row[4]), queue=queue,
+                                entry_id=_str(row[2]), attempt=attempt, payload=row[5],
                                 redelivered=attempt - deferrals > 1 or int(row[6]) > 1, worker=worker,
                                 retries=int(row[7]), deferrals=deferrals, workflow=row[9],
                                 created_ms=int(row[10])))
@@ -260,6 +260,11 @@ class RedisBroker:
         """Nothing of its own to close: the app closes the shared client and hub."""
 
 
+def _str(data: bytes) -> str:
+    """Text from Redis that any client may have written: never fail a whole batch on one bad byte."""
+    return data.decode("utf-8", errors="backslashreplace")
+
+
 def _opt(value: int | None) -> int | str:
     return "" if value is None else value
 
@@ -298,14 +303,7 @@ class RedisConsumer:
             reply: Any = await self._client.xreadgroup(
                 GROUP, self.name, streams, count=count, block=max(1, int(block_s * 1000)))
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            if not await b._client.exists(b._keys.epoch):
-                log.error("DATA LOSS: Redis lost its data (restarted without persistence, or flushed); tasks "
-                          "queued or running before are gone and their waiters get ResultLost. Enable AOF.")
-            else:
-                log.warning("consumer group missing (queue deleted?); recreating it")
-            await b.ensure_queues(self._queues)
+            await self._recover(exc)
             return []
         if not reply:
             return []
@@ -325,13 +323,29 @@ class RedisConsumer:
             if len(out) >= count:
                 break
             stream = b._keys.stream(queue)
-            reply: Any = await b._client.xautoclaim(stream, GROUP, self.name, int(min_idle_s * 1000),
-                                                    start_id="0-0", count=count - len(out))
+            try:
+                reply: Any = await b._client.xautoclaim(stream, GROUP, self.name, int(min_idle_s * 1000),
+                                                        start_id="0-0", count=count - len(out))
+            except ResponseError as exc:
+                await self._recover(exc)
+                return out
             entries = [e for e in reply[1] if e and e[1]]
             if entries:
                 log.warning("reclaiming %d delivery(ies) of queue %s whose lease expired", len(entries), queue)
                 out += await b._begin(queue, self.name, self.worker, entries)
         return out
+
+    async def _recover(self, exc: ResponseError) -> None:
+        """NOGROUP: the consumer group is gone (Redis restarted empty, or the queue was deleted)."""
+        if "NOGROUP" not in str(exc):
+            raise exc
+        b = self._broker
+        if not await b._client.exists(b._keys.epoch):
+            log.error("DATA LOSS: Redis lost its data (restarted without persistence, or flushed); tasks "
+                      "queued or running before are gone and their waiters get ResultLost. Enable AOF.")
+        else:
+            log.warning("consumer group missing (queue deleted?); recreating it")
+        await b.ensure_queues(self._queues)
 
     def lease_keeper(self) -> RedisLeaseKeeper:
         """A lease keeper with its own synchronous connection."""

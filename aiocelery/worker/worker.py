@@ -262,6 +262,9 @@ class Worker:
         current = asyncio.current_task()
         async with recv:
             async for d in recv:
+                if d.task_id in self._runs:  # reclaimed our own running delivery: it runs already
+                    self._slots.give()
+                    continue
                 if leases is not None:
                     leases.hold(d)
                 if self.app.hooks:

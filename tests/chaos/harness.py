@@ -75,6 +75,14 @@ def sync_sleep(x, seconds):
     return x
 
 
+@app.task(name="chaos.whoami")
+async def whoami(seconds):
+    _record()
+    ctx = current_task()
+    await asyncio.sleep(seconds)
+    return f"{ctx.worker}:{ctx.attempt}"
+
+
 @app.task(name="chaos.slow_first")
 async def slow_first(x, seconds):
     # the side effect (the ledger line) first; then, on the first attempt only, linger to be killed
@@ -119,6 +127,12 @@ async def block_loop(x, seconds):
 
 @app.task(name="chaos.forever")
 def forever():
+    _record()
+    time.sleep(3600)
+
+
+@app.task(name="chaos.forever_limited", time_limit_s=1.5)
+def forever_limited():
     _record()
     time.sleep(3600)
 """
@@ -175,6 +189,7 @@ class DoneCounter:
         """Reconnects: while disconnected, publications can be missed."""
         self._task: asyncio.Task[None] | None = None
         self._client: aioredis.Redis | None = None
+        self._pubsub: PubSub | None = None
 
     async def start(self) -> None:
         await self._connect()
@@ -186,20 +201,20 @@ class DoneCounter:
         self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1.0)
         pubsub = self._client.pubsub()
         await pubsub.psubscribe(self._pattern)
-        while True:  # wait for the confirmation, so nothing published after start() is missed
+        for _ in range(10):  # wait for the confirmation, so nothing published after start() is missed
             msg = await pubsub.get_message(timeout=5.0)
-            if msg is None:
-                raise RuntimeError("no psubscribe confirmation")
-            if msg["type"] == "psubscribe":
-                break
-        self._pubsub = pubsub
-        return pubsub
+            if msg is not None and msg["type"] == "psubscribe":
+                self._pubsub = pubsub
+                return pubsub
+        await pubsub.aclose()
+        raise RuntimeError("no psubscribe confirmation")
 
     async def _run(self) -> None:
         pubsub = self._pubsub
-        for _ in range(1000):  # bounded reconnects
+        assert pubsub is not None
+        for _ in range(1000):  # bounded reconnects; cancelled by stop()
             try:
-                while True:
+                for _ in range(10_000_000):
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg["type"] == "pmessage":
                         self.counts[msg["channel"].decode()[self._cut:]] += 1
@@ -219,8 +234,9 @@ class DoneCounter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(Exception):
-            await self._pubsub.aclose()
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
         if self._client is not None:
             await self._client.aclose()
 
@@ -240,7 +256,9 @@ class Supervisor:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while self.restarts < self._max:
+        for _ in range(20 * 600):  # at most 10 minutes; cancelled by stop()
+            if self.restarts >= self._max:
+                return
             for i, proc in enumerate(self.workers):
                 if proc.popen.poll() is not None and self.restarts < self._max:
                     self.restarts += 1
@@ -270,6 +288,7 @@ class Chaos:
     done: DoneCounter = field(init=False)
     _apps: list[App] = field(default_factory=list)
     _names: Counter[str] = field(default_factory=Counter)
+    _quiet: set[int] = field(default_factory=set)
 
     async def open(self) -> Chaos:
         self.procs = Procs(self.tmp_path, self.broker.url, self.prefix)
@@ -288,6 +307,11 @@ class Chaos:
         self.procs.__exit__(None, None, None)
         await self.rds.aclose()
         await self.ledger.aclose()
+
+    async def reconnect(self) -> None:
+        """New direct client after a broker restart (the old pool's sockets are dead)."""
+        await self.rds.aclose()
+        self.rds = aioredis.Redis.from_url(self.broker.url, socket_connect_timeout=2.0)
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -321,13 +345,20 @@ class Chaos:
         extra = {**FAST_ENV, "LEDGER_URL": self.ledger_url, "LEDGER_NS": self.ns, **env}
         if broker_url is not None:
             extra["AIOCELERY_BROKER"] = broker_url
-        return self.procs.worker(f"{TASKS_MODULE}:app", *cli, **extra)
+        proc = self.procs.worker(f"{TASKS_MODULE}:app", *cli, **extra)
+        if loglevel not in ("info", "debug"):
+            self._quiet.add(proc.pid)
+        return proc
 
-    @staticmethod
-    async def ready(*workers: Proc, timeout: float = 20.0) -> None:
-        """Wait until each worker logged that it consumes (signal handlers installed, fetching)."""
-        await asyncio.gather(*(w.wait_output(lambda p: "ready: consuming" in p.stderr, "worker ready", timeout)
-                               for w in workers))
+    async def ready(self, *workers: Proc, timeout: float = 20.0) -> None:
+        """Wait until each worker consumes: it logged so at info level; a quieter (direct) worker is
+        found blocked in XREADGROUP through CLIENT LIST. Signal handlers are installed by then."""
+        async def one(w: Proc) -> None:
+            if w.pid in self._quiet:
+                await w.wait_ready(self.rds, [QUEUE], self.prefix)
+            else:
+                await w.wait_output(lambda p: "ready: consuming" in p.stderr, "worker ready", timeout)
+        await asyncio.gather(*(one(w) for w in workers))
 
     async def workers(self, n: int, **kwargs: Any) -> list[Proc]:
         """Start ``n`` workers and wait until all are ready."""
@@ -363,14 +394,39 @@ class Chaos:
         return out
 
     @staticmethod
-    async def results(results: Sequence[AsyncResult[Any]], timeout: float, *, chunk: int = 1000) -> list[Any]:
-        """``get()`` every result (``chunk`` waiters at a time)."""
-        values: list[Any] = []
-        deadline = time.monotonic() + timeout
-        for start in range(0, len(results), chunk):
-            left = max(0.1, deadline - time.monotonic())
-            values += await asyncio.gather(*(r.get(timeout=left) for r in results[start:start + chunk]))
-        return values
+    async def results(results: Sequence[AsyncResult[Any]], timeout: float, *, chunk: int = 1000,
+                      watch: Sequence[Proc] = ()) -> list[Any]:
+        """``get()`` every result (``chunk`` waiters at a time); fails at once, with its output, if a
+        ``watch``ed worker process exits meanwhile."""
+        async def gather_all() -> list[Any]:
+            values: list[Any] = []
+            deadline = time.monotonic() + timeout
+            for start in range(0, len(results), chunk):
+                left = max(0.1, deadline - time.monotonic())
+                values += await asyncio.gather(*(r.get(timeout=left) for r in results[start:start + chunk]))
+            return values
+
+        async def first_death() -> None:
+            for _ in range(int(timeout / 0.05) + 100):  # bounded; the getter times out first
+                if any(w.popen.poll() is not None for w in watch):
+                    return
+                await asyncio.sleep(0.05)
+
+        getting = asyncio.ensure_future(gather_all())
+        if not watch:
+            return await getting
+        dying = asyncio.ensure_future(first_death())
+        try:
+            await asyncio.wait([getting, dying], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            dying.cancel()
+        if not getting.done():
+            getting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await getting
+            dead = [w for w in watch if w.popen.poll() is not None]
+            raise AssertionError("a worker died while results were awaited\n" + "\n".join(w.describe() for w in dead))
+        return getting.result()
 
     async def wait_states(self, ids: Sequence[str], states: set[str], timeout: float) -> dict[str, str]:
         """Poll the records until every id is in one of ``states``; returns id -> state."""

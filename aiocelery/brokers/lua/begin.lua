@@ -1,7 +1,8 @@
 -- begin: start a batch of fetched deliveries of one queue.
 -- For each: check the delivery is still ours, skip finished (or revoked) tasks, expire tasks past
 -- their expiry, count a crash when the last attempt started and never finished (dead-letter past
--- max crashes), bump the attempt (the fencing token) and mark STARTED.
+-- max crashes), bump the attempt (the fencing token), mark STARTED and reset the lease. Safe to
+-- run twice: the same consumer starting the same entry again gets the same attempt, no crash.
 -- KEYS: 1 stream, 2 dead stream, 3.. task hashes (one per delivery, in ARGV order)
 -- ARGV: 1 group, 2 consumer, 3 max crashes, 4 worker name, 5 ttl ms, 6 done channel prefix,
 --       then pairs: entry id, task id
@@ -38,7 +39,9 @@ for i = 7, #ARGV, 2 do
     out[#out + 1] = {'missing', id, entry}
   else
     local f = redis.call('HMGET', key, 'state', 'crashes', 'name', 'expires_ms', 'retries', 'deferrals',
-      'revoked', 'created_ms')
+      'revoked', 'created_ms', 'entry', 'consumer')
+    -- the same start again (a re-sent call, or this consumer reclaiming its own delivery): same attempt
+    local again = f[1] == 'STARTED' and f[9] == entry and f[10] == consumer
     local expires = tonumber(f[4] or '')
     if ready[f[1]] then
       finish(entry)
@@ -51,6 +54,11 @@ for i = 7, #ARGV, 2 do
       finish(entry)
       terminal(key, id, 'REVOKED', 'expired')
       out[#out + 1] = {'expired', id, entry}
+    elseif again then
+      redis.call('XCLAIM', KEYS[1], group, consumer, 0, entry, 'JUSTID')
+      local p = redis.call('HMGET', key, 'payload', 'wf', 'attempt')
+      out[#out + 1] = {'run', id, entry, tonumber(p[3]), f[3] or '', p[1] or '', owned[1][4],
+        tonumber(f[5] or '0'), tonumber(f[6] or '0'), p[2] or '', tonumber(f[8] or '0')}
     else
       local crashes = tonumber(f[2] or '0')
       if f[1] == 'STARTED' then
@@ -66,7 +74,9 @@ for i = 7, #ARGV, 2 do
         out[#out + 1] = {'dead', id, entry}
       else
         local attempt = redis.call('HINCRBY', key, 'attempt', 1)
-        redis.call('HSET', key, 'state', 'STARTED', 'started_ms', now, 'worker', ARGV[4])
+        redis.call('HSET', key, 'state', 'STARTED', 'started_ms', now, 'worker', ARGV[4], 'entry', entry,
+          'consumer', consumer)
+        redis.call('XCLAIM', KEYS[1], group, consumer, 0, entry, 'JUSTID')
         local p = redis.call('HMGET', key, 'payload', 'wf')
         out[#out + 1] = {'run', id, entry, attempt, f[3] or '', p[1] or '', owned[1][4],
           tonumber(f[5] or '0'), tonumber(f[6] or '0'), p[2] or '', tonumber(f[8] or '0')}
