@@ -50,6 +50,10 @@ class Hooks:
     def on_revoked(self, d: Delivery, reason: str) -> None:
         """A running task was revoked."""
 
+    def on_released(self, d: Delivery, reason: str) -> None:
+        """A delivery ended without an outcome: put back by a rate limit or concurrency cap,
+        handed back at shutdown, or its lease was lost (another worker runs it)."""
+
     def on_worker_start(self, worker: Worker) -> None:
         """A worker is ready to consume."""
 

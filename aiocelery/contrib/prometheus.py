@@ -118,6 +118,12 @@ class PrometheusHooks(Hooks):
     def on_revoked(self, d: Delivery, reason: str) -> None:
         self._settled(d, "revoked")
 
+    def on_released(self, d: Delivery, reason: str) -> None:
+        """No outcome to count; the delivery is no longer in flight here."""
+        self._started.pop(d.task_id, None)
+        self._held.pop(d.task_id, None)
+        self.in_flight.set(len(self._held))
+
     def on_worker_stop(self, worker: Worker) -> None:
         for task_id, name in list(self._held.items()):
             if name == worker.name:

@@ -50,8 +50,8 @@ class Settler:
             log.error("task %s[%s] dead-lettered: %s", d.name, d.task_id, s.reason)
         else:
             log.debug("task %s[%s] succeeded", d.name, d.task_id)
-        await self._store(d, s)
-        if self._hooks:
+        stored = await self._store(d, s)
+        if self._hooks and stored:
             self._announce(d, s)
 
     def _announce(self, d: Delivery, s: Settlement) -> None:
@@ -65,21 +65,22 @@ class Settler:
             self._hooks.call("on_dead", d, s.reason)
         elif s.state == states.REVOKED:
             self._hooks.call("on_revoked", d, s.reason)
+        elif s.state == states.DEFER:
+            self._hooks.call("on_released", d, "deferred by a rate limit or concurrency cap")
 
-    async def _store(self, d: Delivery, s: Settlement) -> None:
+    async def _store(self, d: Delivery, s: Settlement) -> bool:
         backoff = Backoff(cap=5.0)
         deadline = anyio.current_time() + SETTLE_RETRY_S
         while True:
             try:
-                await self._broker.settle(d, s)
-                return
+                return await self._broker.settle(d, s)
             except Exception as exc:  # connection loss above all; never let one outcome stop the worker
                 if not isinstance(exc, TRANSIENT_ERRORS):
                     log.exception("unexpected error storing the outcome of task %s[%s]", d.name, d.task_id)
                 if anyio.current_time() >= deadline:
                     log.error("could not store the outcome of task %s[%s] for %.0f s (%s); the delivery "
                               "stays pending and will run again", d.name, d.task_id, SETTLE_RETRY_S, exc)
-                    return
+                    return False
                 delay = backoff.next_delay()
                 log.warning("storing the outcome of task %s[%s] failed (%s); retrying in %.2f s",
                             d.name, d.task_id, exc, delay)

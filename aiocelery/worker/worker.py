@@ -265,30 +265,42 @@ class Worker:
                 if d.task_id in self._runs:  # reclaimed our own running delivery: it runs already
                     self._slots.give()
                     continue
-                if leases is not None:
-                    leases.hold(d)
-                if self.app.hooks:
-                    self.app.hooks.call("on_received", d)
-                run = _Run(d, executor.context(d))
                 try:
-                    self._runs[d.task_id] = run
-                    if current is not None:
-                        self._by_task[current] = d
-                    with run.scope:
-                        settlement: Settlement | None = await executor.run(d, run.ctx)
-                    self._runs.pop(d.task_id, None)
-                    if run.scope.cancelled_caught:
-                        settlement = run.cancelled_outcome()
-                    if settlement is not None:
-                        await settler.settle(d, settlement)
+                    await self._handle(d, executor, settler, leases, current)
                 finally:
-                    self._runs.pop(d.task_id, None)
-                    if current is not None:
-                        self._by_task.pop(current, None)
-                    if leases is not None:
-                        leases.drop(d)
                     self._slots.give()
                 self._check_limits(executor)
+
+    async def _handle(self, d: Delivery, executor: Executor, settler: Settler, leases: LeaseThread | None,
+                      current: asyncio.Task[Any] | None) -> None:
+        """Run one delivery and settle it; hooks hear of a run that ends without an outcome."""
+        hooks = self.app.hooks
+        if leases is not None:
+            leases.hold(d)
+        hooks.call("on_received", d)
+        run = _Run(d, executor.context(d))
+        self._runs[d.task_id] = run
+        if current is not None:
+            self._by_task[current] = d
+        try:
+            with run.scope:
+                settlement: Settlement | None = await executor.run(d, run.ctx)
+            self._runs.pop(d.task_id, None)
+            if run.scope.cancelled_caught:
+                settlement = run.cancelled_outcome()
+            if settlement is not None:
+                await settler.settle(d, settlement)
+            else:
+                hooks.call("on_released", d, "lease lost: another worker runs it")
+        except BaseException:
+            hooks.call("on_released", d, "handed back at shutdown")
+            raise
+        finally:
+            self._runs.pop(d.task_id, None)
+            if current is not None:
+                self._by_task.pop(current, None)
+            if leases is not None:
+                leases.drop(d)
 
     def _lease_lost(self, entry_id: str) -> None:
         for run in list(self._runs.values()):
