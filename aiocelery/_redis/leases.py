@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from importlib import resources
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..records import Delivery
 from .keys import GROUP, Keys
@@ -20,7 +22,9 @@ class RedisLeaseKeeper:
     """Renews a consumer's leases with renew.lua; reports the ones that were lost."""
 
     def __init__(self, url: str, keys: Keys, consumer: str) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        # no client-side retries: a stalled pass must end quickly, the next pass comes lease/3 later
+        self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                            retry=Retry(NoBackoff(), 0))
         text = resources.files("aiocelery.brokers").joinpath("lua", "renew.lua").read_text("utf-8")
         self._renew = self._client.register_script(text)
         self._keys = keys
