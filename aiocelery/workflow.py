@@ -7,6 +7,7 @@ worker turns them into ``WorkflowOps`` for its settlement, and the broker applie
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,27 +109,38 @@ class WorkflowOps:
     """On success the result fills the chord's slot; on failure the chord fails (once)."""
 
 
-def payload(spec: Spec, first: list[Any]) -> bytes:
+Headers = Callable[[Spec], dict[str, str]]
+"""Headers for a step about to be created (e.g. trace context from the running task's hooks)."""
+
+
+def _no_headers(spec: Spec) -> dict[str, str]:
+    return {}
+
+
+def payload(spec: Spec, first: list[Any], headers: dict[str, str] | None = None) -> bytes:
     """The payload of ``spec`` with ``first`` prepended unless it is immutable."""
     args = spec.args if spec.immutable else [*first, *spec.args]
-    return orjson.dumps({"v": WIRE_VERSION, "args": args, "kwargs": spec.kwargs})
+    body: dict[str, Any] = {"v": WIRE_VERSION, "args": args, "kwargs": spec.kwargs}
+    if headers:
+        body["headers"] = headers
+    return orjson.dumps(body)
 
 
-def child(spec: Spec, first: list[Any]) -> Child:
+def child(spec: Spec, first: list[Any], headers: Headers = _no_headers) -> Child:
     """The Child for ``spec`` receiving ``first`` (a result, or an errback's id and error)."""
-    return Child(spec.id, spec.name, spec.queue, payload(spec, first), spec.delay_ms,
+    return Child(spec.id, spec.name, spec.queue, payload(spec, first, headers(spec)), spec.delay_ms,
                  spec.wf.encode() if spec.wf else b"")
 
 
-def on_success(wf: Wf, result: Any) -> WorkflowOps:
+def on_success(wf: Wf, result: Any, headers: Headers = _no_headers) -> WorkflowOps:
     """Links get the result; a chord member reports it."""
-    return WorkflowOps(children=tuple(child(s, [result]) for s in wf.links), chord=wf.chord)
+    return WorkflowOps(children=tuple(child(s, [result], headers) for s in wf.links), chord=wf.chord)
 
 
-def on_failure(wf: Wf, task_id: str, error: ErrorInfo) -> WorkflowOps:
+def on_failure(wf: Wf, task_id: str, error: ErrorInfo, headers: Headers = _no_headers) -> WorkflowOps:
     """Errbacks get (task id, error); every later step fails; a chord member fails its chord."""
     err = error.to_json()
-    return WorkflowOps(children=tuple(child(s, [task_id, err]) for s in wf.errbacks),
+    return WorkflowOps(children=tuple(child(s, [task_id, err], headers) for s in wf.errbacks),
                        cascade=tuple(descendants(wf)), chord=wf.chord)
 
 

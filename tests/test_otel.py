@@ -346,3 +346,24 @@ async def test_the_trace_crosses_into_a_worker_process(
     assert consumer["parent_id"] == producer.context.span_id
     assert consumer["attributes"]["messaging.message.id"] == result.id
     assert consumer["attributes"]["aiocelery.task.outcome"] == "succeeded"
+
+
+async def test_a_chain_stays_in_one_trace(kind: str, redis_url: str, key_prefix: str,
+                                          tracing: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    from aiocelery import chain
+
+    provider, exporter = tracing
+    app = App(make_config(kind, redis_url, key_prefix, fetch_block_s=0.2))
+    app.add_hooks(OpenTelemetryHooks(tracer_provider=provider))
+
+    @app.task(name="step")
+    async def step(x: int) -> int:
+        return x + 1
+
+    async with app, app.worker(concurrency=4):
+        result = await chain(step.s(0), step.s(), step.s()).apply_async()
+        assert await result.get(timeout=10) == 3
+        await asyncio.sleep(0.1)
+    runs = by_kind(exporter.get_finished_spans(), SpanKind.CONSUMER, "step process")
+    assert len(runs) == 3
+    assert len({s.context.trace_id for s in runs}) == 1, "every step continues the first step's trace"

@@ -12,9 +12,9 @@ from .. import states
 from .._backoff import Backoff
 from ..brokers.base import TRANSIENT_ERRORS, Broker
 from ..hooks import HookSet
-from ..message import decode_value
+from ..message import TaskMessage, decode_value
 from ..records import Delivery, ErrorInfo, Settlement
-from ..workflow import Wf, on_failure, on_success
+from ..workflow import Headers, Spec, Wf, on_failure, on_success
 
 log = logging.getLogger("aiocelery.worker")
 SETTLE_RETRY_S = 60.0
@@ -38,7 +38,7 @@ class Settler:
     async def settle(self, d: Delivery, s: Settlement) -> None:
         """Store ``s`` for ``d`` (with what follows it in a workflow); log a failure or dead letter."""
         if d.workflow and s.state not in (states.RETRY, states.DEFER):
-            s = with_workflow(d, s)
+            s = with_workflow(d, s, self._child_headers if self._hooks.wants("on_publish") else None)
         self._counters.processed += 1
         if s.state == states.FAILURE:
             self._counters.failed += 1
@@ -53,6 +53,13 @@ class Settler:
         stored = await self._store(d, s)
         if self._hooks and stored:
             self._announce(d, s)
+
+    def _child_headers(self, spec: Spec) -> dict[str, str]:
+        """Let ``on_publish`` hooks write the headers of a workflow step this task starts (so a
+        trace continues through chains); called while the task's own context is current."""
+        message = TaskMessage(id=spec.id, name=spec.name, args=spec.args, kwargs=spec.kwargs, queue=spec.queue)
+        self._hooks.call("on_publish", message)
+        return message.headers
 
     def _announce(self, d: Delivery, s: Settlement) -> None:
         if s.state == states.SUCCESS:
@@ -87,12 +94,13 @@ class Settler:
                 await anyio.sleep(delay)
 
 
-def with_workflow(d: Delivery, s: Settlement) -> Settlement:
+def with_workflow(d: Delivery, s: Settlement, headers: Headers | None = None) -> Settlement:
     """``s`` plus the workflow steps its outcome starts: links and chord step on success;
     errbacks, failed later steps and a failed chord otherwise (their error names this task)."""
     wf = Wf.decode(d.workflow)
+    h = headers or (lambda spec: {})
     if s.state == states.SUCCESS:
-        return dataclasses.replace(s, workflow=on_success(wf, decode_value(s.result) if s.result else None))
+        return dataclasses.replace(s, workflow=on_success(wf, decode_value(s.result) if s.result else None, h))
     base = s.error or ErrorInfo(s.state, s.reason or s.state.lower(), "")
     error = dataclasses.replace(base, origin_id=d.task_id, origin_name=d.name)
-    return dataclasses.replace(s, error=error, workflow=on_failure(wf, d.task_id, error))
+    return dataclasses.replace(s, error=error, workflow=on_failure(wf, d.task_id, error, h))
