@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import os
 import sys
@@ -20,6 +21,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+async def confirm(question: str) -> bool:
+    """Ask ``question [y/N]`` on the terminal; no terminal (EOF) or no "y" means no."""
+    try:
+        answer = await asyncio.to_thread(input, f"{question} [y/N] ")
+    except EOFError:  # no terminal: never act without an answer
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print()
+    return False
 
 
 def add_app_argument(parser: argparse.ArgumentParser) -> None:

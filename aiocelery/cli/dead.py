@@ -11,7 +11,7 @@ from typing import Any
 
 from ..app import App
 from ..records import DeadLetter
-from .common import add_app_argument, load_app, positive_int
+from .common import add_app_argument, confirm, load_app, positive_int
 
 DEAD_HELP = """\
 Dead letters are tasks that will not run again by themselves: unknown task names,
@@ -107,13 +107,8 @@ async def _requeue(app: App, queue: str, args: argparse.Namespace) -> int:
 
 async def _purge(app: App, queue: str, args: argparse.Namespace) -> int:
     if not args.yes:
-        count = len(await app.broker.dead_letters(queue, 1_000_000))
-        try:
-            answer = await asyncio.to_thread(input, f"delete {count} dead letter(s) of queue {queue!r}? [y/N] ")
-        except EOFError:  # no terminal: never delete without an answer
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            print()
+        count = (await app._connections().admin.queue_stats(queue)).dead
+        if not await confirm(f"delete {count} dead letter(s) of queue {queue!r}?"):
             print("nothing deleted")
             return 1
     print(f"deleted {await app.broker.purge_dead(queue)} dead letter(s) of queue {queue!r}")

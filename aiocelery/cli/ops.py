@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from ..exceptions import ResultNotFound
-from .common import add_app_argument, load_app
+from .common import add_app_argument, confirm, load_app
 
 
 def add_parsers(commands: Any) -> None:
@@ -96,13 +96,8 @@ async def _purge(app: Any, args: argparse.Namespace) -> int:
     admin = app._connections().admin
     if not args.yes:
         stats = await admin.queue_stats(args.queue)
-        try:
-            answer = await asyncio.to_thread(
-                input, f"drop {stats.waiting} waiting and {stats.delayed} delayed task(s) of {args.queue!r}? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            print("\nnothing purged")
+        if not await confirm(f"drop {stats.waiting} waiting and {stats.delayed} delayed task(s) of {args.queue!r}?"):
+            print("nothing purged")
             return 1
     print(f"purged {await admin.purge(args.queue)} task(s) from {args.queue!r} (they end REVOKED, reason purged)")
     return 0
