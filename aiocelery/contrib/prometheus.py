@@ -34,13 +34,17 @@ import contextlib
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 try:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+    from prometheus_client.registry import Collector
+    from prometheus_client.utils import floatToGoString
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "aiocelery.contrib.prometheus needs prometheus-client: pip install 'aiocelery[prometheus]' "
@@ -66,28 +70,68 @@ WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
                 21600.0, 86400.0)
 
 
+class _Histogram:
+    """Bucket counts of one label set; ``counts[i]`` holds observations in ``(bounds[i-1], bounds[i]]``,
+    the last one those above every bound."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
+        """Prometheus buckets (``le`` label, cumulative count, ``+Inf`` last) and the sum, as of now."""
+        counts, total = list(self.counts), self.total  # copies taken under the GIL: one consistent-enough view
+        buckets, running = [], 0
+        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), counts, strict=True):
+            running += count
+            buckets.append((bound, float(running)))
+        return buckets, total
+
+
+class _TaskStats:
+    """Everything counted for one task name."""
+
+    __slots__ = ("outcomes", "runtime", "wait")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, int] = {}
+        self.runtime = _Histogram(RUNTIME_BUCKETS)
+        self.wait = _Histogram(WAIT_BUCKETS)
+
+
 class PrometheusHooks(Hooks):
-    """Counts outcomes and times runs; ``registry`` defaults to a new ``CollectorRegistry``."""
+    """Counts outcomes and times runs; ``registry`` defaults to a new ``CollectorRegistry``.
+
+    The hooks only bump plain counters on the event loop (a dict lookup and an integer add, no
+    lock, no ``labels()`` call per task); the metric families are built when the registry is
+    scraped, in the scraping thread.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         """Where the metrics live; serve it with ``serve_metrics``."""
-        self.tasks = Counter("aiocelery_tasks_total", "Settled task attempts by outcome.", ["task", "outcome"],
-                             registry=self.registry)
-        self.runtime = Histogram("aiocelery_task_runtime_seconds", "How long task runs took.", ["task"],
-                                 buckets=RUNTIME_BUCKETS, registry=self.registry)
-        self.queue_wait = Histogram("aiocelery_task_queue_wait_seconds", "From send to start of a run.", ["task"],
-                                    buckets=WAIT_BUCKETS, registry=self.registry)
-        self.in_flight = Gauge("aiocelery_tasks_in_flight", "Deliveries held by this process's workers.",
-                               registry=self.registry)
-        self.queue_depth = Gauge("aiocelery_queue_depth", "Tasks waiting in a queue (last refresh).", ["queue"],
-                                 registry=self.registry)
         self.server: MetricsServer | None = None
         """The HTTP server ``install`` started, closed by ``close()``."""
+        self._stats: dict[str, _TaskStats] = {}  # task name -> its counters
         self._held: dict[str, str] = {}  # task id -> worker name
         self._started: dict[str, float] = {}  # task id -> perf_counter at start
+        self._depths: dict[str, int] = {}  # queue -> tasks waiting, as of the last refresh
         self._queues: set[str] = set()
         self._refresher: asyncio.Task[None] | None = None
+        self.registry.register(_Collector(self))
+
+    def _task(self, name: str) -> _TaskStats:
+        stats = self._stats.get(name)
+        if stats is None:
+            stats = self._stats[name] = _TaskStats()
+        return stats
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -97,11 +141,11 @@ class PrometheusHooks(Hooks):
     def on_received(self, d: Delivery) -> None:
         self._queues.add(d.queue)
         self._held[d.task_id] = d.worker  # keyed by id: a put-back delivery coming back replaces itself
-        self.in_flight.set(len(self._held))
 
     def on_started(self, d: Delivery, headers: dict[str, str]) -> None:
-        self._started[d.task_id] = time.perf_counter()
-        self.queue_wait.labels(d.name).observe(max(0.0, time.time() - d.created_ms / 1000))
+        now = time.perf_counter()
+        self._started[d.task_id] = now
+        self._task(d.name).wait.observe(max(0.0, time.time() - d.created_ms / 1000))
 
     def on_succeeded(self, d: Delivery, runtime_s: float) -> None:
         self._settled(d, "succeeded", runtime_s)
@@ -122,24 +166,22 @@ class PrometheusHooks(Hooks):
         """No outcome to count; the delivery is no longer in flight here."""
         self._started.pop(d.task_id, None)
         self._held.pop(d.task_id, None)
-        self.in_flight.set(len(self._held))
 
     def on_worker_stop(self, worker: Worker) -> None:
         for task_id, name in list(self._held.items()):
             if name == worker.name:
                 del self._held[task_id]
                 self._started.pop(task_id, None)
-        self.in_flight.set(len(self._held))
 
     def _settled(self, d: Delivery, outcome: str, runtime_s: float | None = None) -> None:
-        self.tasks.labels(d.name, outcome).inc()
+        stats = self._task(d.name)
+        stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
         started = self._started.pop(d.task_id, None)
         if runtime_s is None and started is not None:
             runtime_s = time.perf_counter() - started
         if runtime_s is not None:  # None: it never ran (unknown task, bad payload)
-            self.runtime.labels(d.name).observe(runtime_s)
+            stats.runtime.observe(runtime_s)
         self._held.pop(d.task_id, None)
-        self.in_flight.set(len(self._held))
 
     # -- queue depth ---------------------------------------------------------------------------
 
@@ -150,8 +192,7 @@ class PrometheusHooks(Hooks):
         """
         names = sorted(set(queues) if queues is not None else self._known_queues(app))
         depths = await queue_depths(app, names)
-        for queue, depth in depths.items():
-            self.queue_depth.labels(queue).set(depth)
+        self._depths.update(depths)
         return depths
 
     def _known_queues(self, app: App) -> set[str]:
@@ -208,6 +249,38 @@ async def queue_depths(app: App, queues: Iterable[str]) -> dict[str, int]:
         handed_out = 0 if isinstance(pending, ResponseError) else int(pending["pending"])  # no group yet: 0
         depths[q] = max(0, int(length) - handed_out)
     return depths
+
+
+class _Collector(Collector):
+    """Builds the metric families from a ``PrometheusHooks``' counters when the registry is collected."""
+
+    def __init__(self, hooks: PrometheusHooks) -> None:
+        self._hooks = hooks
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # names are fixed and unique within the registry; nothing to check up front
+
+    def collect(self) -> Iterable[Metric]:
+        hooks = self._hooks
+        tasks = CounterMetricFamily("aiocelery_tasks", "Settled task attempts by outcome.", labels=["task", "outcome"])
+        runtime = HistogramMetricFamily("aiocelery_task_runtime_seconds", "How long task runs took.",
+                                        labels=["task"])
+        wait = HistogramMetricFamily("aiocelery_task_queue_wait_seconds", "From send to start of a run.",
+                                     labels=["task"])
+        for name, stats in list(hooks._stats.items()):
+            for outcome, count in list(stats.outcomes.items()):
+                tasks.add_metric([name, outcome], count)
+            for family, histogram in ((runtime, stats.runtime), (wait, stats.wait)):
+                if any(histogram.counts):
+                    buckets, total = histogram.cumulative()
+                    family.add_metric([name], buckets, total)
+        in_flight = GaugeMetricFamily("aiocelery_tasks_in_flight", "Deliveries held by this process's workers.",
+                                      value=len(hooks._held))
+        depth = GaugeMetricFamily("aiocelery_queue_depth", "Tasks waiting in a queue (last refresh).",
+                                  labels=["queue"])
+        for queue, count in sorted(hooks._depths.items()):
+            depth.add_metric([queue], count)
+        return [tasks, runtime, wait, in_flight, depth]
 
 
 # -- serving -----------------------------------------------------------------------------------
