@@ -1,4 +1,10 @@
-"""The libraries under test: aiocelery in the project's venv, each peer in its own cached venv.
+"""The libraries under test, each in its own cached venv, aiocelery included.
+
+aiocelery is installed from this working tree (``pip install -e``, no extras) into
+``<cache>/venvs/aiocelery``, so it runs with exactly what ``pip install aiocelery`` brings, like
+the peers: not the project's dev venv, whose extras (OpenTelemetry, Prometheus) change what
+redis-py imports and so the worker's memory. If that install fails, the dev venv is used and
+the run says so.
 
 Peers are installed from PyPI with pip into ``~/.cache/aiocelery-bench/venvs/<peer>`` (override
 with ``AIOCELERY_BENCH_CACHE``), outside the repository; a failed install is reported and that
@@ -7,6 +13,7 @@ peer skipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -57,8 +64,21 @@ class Library:
 
 
 def aiocelery() -> Library:
-    """aiocelery itself, in the venv running this driver."""
-    return _with_info(Library("aiocelery", Path(sys.executable), extra_path=[ADAPTERS.parent.parent]))
+    """aiocelery from this working tree, in a venv of its own holding only its runtime dependencies."""
+    root = ADAPTERS.parent.parent
+    venv = CACHE / "venvs" / "aiocelery"
+    python = venv / "bin" / "python"
+    marker = venv / ".bench-requirements"
+    wanted = f"-e {root} @ {hashlib.sha256((root / 'pyproject.toml').read_bytes()).hexdigest()[:12]}"
+    try:
+        if not (python.exists() and marker.exists() and marker.read_text() == wanted):
+            print(f"bench: installing aiocelery into {venv} (pip install -e {root}) ...", flush=True)
+            _install(venv, python, ["-e", str(root)])
+            marker.write_text(wanted)
+        return _with_info(Library("aiocelery", python, extra_path=[root]))
+    except (OSError, subprocess.SubprocessError, RuntimeError, ValueError) as exc:
+        print(f"bench: aiocelery's own venv failed ({exc}); using the dev venv {sys.prefix}", file=sys.stderr)
+        return _with_info(Library("aiocelery", Path(sys.executable), extra_path=[root]))
 
 
 def peer(name: str) -> Library | None:

@@ -9,10 +9,11 @@ are idempotent). Everything else keeps using redis-py.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -43,13 +44,7 @@ async def execute(pool: ConnectionPool, commands: list[bytes], attempts: int = 2
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(commands, check_health=False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-            return replies
+            return await _read_replies(conn, len(commands))
         except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError):
             await conn.disconnect()
             if attempt + 1 == attempts:
@@ -61,3 +56,19 @@ async def execute(pool: ConnectionPool, commands: list[bytes], attempts: int = 2
         finally:
             await pool.release(conn)
     raise AssertionError("unreachable")
+
+
+async def _read_replies(conn: AbstractConnection, n: int) -> list[Any]:
+    """``n`` replies under one socket timeout for the whole batch (not one timer per reply)."""
+    replies: list[Any] = []
+    try:
+        async with asyncio.timeout(conn.socket_timeout):
+            for _ in range(n):
+                try:
+                    replies.append(await conn.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    replies.append(exc)
+    except TimeoutError:
+        raise RedisTimeoutError(f"no reply from Redis within {conn.socket_timeout} s "
+                                f"({len(replies)} of {n} replies read)") from None
+    return replies

@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import math
 import random
 import time
 import traceback
 from typing import Any
-
-import anyio
 
 from .. import states
 from .._redis.keys import Keys
@@ -29,6 +26,7 @@ from ..records import Delivery, ErrorInfo, Settlement
 from ..registry import Registry
 from ..retry import decide
 from ..task import Task
+from .scope import RunScope
 from .soft_limit import run_with_soft_limit
 from .threads import DaemonThreadPool
 
@@ -116,9 +114,12 @@ class Executor:
     async def _execute(self, task: Task[Any, Any], d: Delivery, payload: Payload) -> Settlement:
         limit = task.options.time_limit_s
         try:
-            with anyio.CancelScope(deadline=math.inf if limit is None else anyio.current_time() + limit) as scope:
+            if limit is None:
                 value = await self._call(task, d, payload)
-            if scope.cancelled_caught:
+            else:
+                with RunScope(asyncio.get_running_loop().time() + limit) as scope:
+                    value = await self._call(task, d, payload)
+            if limit is not None and scope.cancelled_caught:
                 how = "cancelled" if task.is_async else "abandoned"
                 exc = TimeLimitExceeded(f"task {d.name!r} (id {d.task_id}) ran past its time limit of {limit:g} s "
                                         f"and was {how}")

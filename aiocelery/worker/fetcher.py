@@ -8,12 +8,11 @@ import time
 from collections.abc import Callable
 
 import anyio
-from anyio import CancelScope
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .._backoff import Backoff
 from ..brokers.base import TRANSIENT_ERRORS, Consumer
 from ..records import Delivery
+from .scope import RunScope
 
 log = logging.getLogger("aiocelery.worker")
 
@@ -59,7 +58,7 @@ class Fetcher:
         self._reclaim_every = reclaim_interval_s
         self._leases_healthy = leases_healthy
         self._next_reclaim = time.monotonic() + reclaim_interval_s
-        self._scope: CancelScope | None = None
+        self._scope: RunScope | None = None
         self.outage = False
         """True while the broker is unreachable."""
         self.last_ok = time.monotonic()
@@ -70,7 +69,7 @@ class Fetcher:
         if self._scope is not None:
             self._scope.cancel()
 
-    async def run(self, send: MemoryObjectSendStream[Delivery], stopping: asyncio.Event) -> None:
+    async def run(self, ready: asyncio.Queue[Delivery | None], stopping: asyncio.Event) -> None:
         """Fetch until ``stopping`` is set; deliveries it took but could not pass on stay owned
         by this consumer and are handed back by the worker at shutdown."""
         backoff = Backoff()
@@ -80,7 +79,7 @@ class Fetcher:
             if free == 0:
                 continue
             deliveries: list[Delivery] = []
-            with anyio.CancelScope() as scope:
+            with RunScope() as scope:
                 self._scope = scope
                 if stopping.is_set():
                     scope.cancel()
@@ -100,7 +99,7 @@ class Fetcher:
             self._scope = None
             self._slots.take(len(deliveries))
             for d in deliveries:
-                await send.send(d)
+                ready.put_nowait(d)
 
     async def _take(self, free: int) -> list[Delivery]:
         taken: list[Delivery] = []

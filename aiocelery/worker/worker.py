@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import CancelScope
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .. import states
 from .._backoff import Backoff
@@ -38,6 +37,7 @@ from .fetcher import Fetcher, Slots
 from .leases import LeaseThread
 from .limits import Limits
 from .presence import Presence
+from .scope import RunScope
 from .settle import Settler
 from .watchdog import LoopWatchdog
 
@@ -55,7 +55,7 @@ class _Run:
     def __init__(self, delivery: Delivery, ctx: TaskContext) -> None:
         self.delivery = delivery
         self.ctx = ctx
-        self.scope = CancelScope()
+        self.scope = RunScope()
         self.revoked = False
 
     def cancelled_outcome(self) -> Settlement | None:
@@ -203,7 +203,7 @@ class Worker:
     async def _serve(self, broker: Broker, executor: Executor, settler: Settler, leases: LeaseThread | None) -> None:
         assert self._fetcher is not None
         # XREADGROUP's COUNT applies per stream, so one fetch may bring up to count x queues.
-        send, recv = anyio.create_memory_object_stream[Delivery](self.concurrency * len(self.queues))
+        ready: asyncio.Queue[Delivery | None] = asyncio.Queue()  # the fetcher takes only for free slots
         async with anyio.create_task_group() as side:
             side.start_soon(self._promote, broker)
             side.start_soon(self._watch_revocations, broker)
@@ -216,14 +216,16 @@ class Worker:
             async with anyio.create_task_group() as consumers:
                 self._consumers_scope = consumers.cancel_scope
                 for _ in range(self.concurrency):
-                    consumers.start_soon(self._consume, recv.clone(), executor, settler, leases)
-                recv.close()
+                    consumers.start_soon(self._consume, ready, executor, settler, leases)
                 self._started.set()
                 log.info("worker %s ready: consuming %s with concurrency %d", self.name,
                          ", ".join(self.queues), self.concurrency)
                 self.app.hooks.call("on_worker_start", self)
-                async with send:
-                    await self._fetcher.run(send, self._stopping)
+                try:
+                    await self._fetcher.run(ready, self._stopping)
+                finally:
+                    for _ in range(self.concurrency):  # after what was fetched: each consumer ends on one
+                        ready.put_nowait(None)
                 consumers.cancel_scope.deadline = anyio.current_time() + self.grace_s
             side.cancel_scope.cancel()
 
@@ -257,19 +259,18 @@ class Worker:
 
     # -- one delivery ------------------------------------------------------------------------
 
-    async def _consume(self, recv: MemoryObjectReceiveStream[Delivery], executor: Executor,
+    async def _consume(self, ready: asyncio.Queue[Delivery | None], executor: Executor,
                        settler: Settler, leases: LeaseThread | None) -> None:
         current = asyncio.current_task()
-        async with recv:
-            async for d in recv:
-                if d.task_id in self._runs:  # reclaimed our own running delivery: it runs already
-                    self._slots.give()
-                    continue
-                try:
-                    await self._handle(d, executor, settler, leases, current)
-                finally:
-                    self._slots.give()
-                self._check_limits(executor)
+        while (d := await ready.get()) is not None:
+            if d.task_id in self._runs:  # reclaimed our own running delivery: it runs already
+                self._slots.give()
+                continue
+            try:
+                await self._handle(d, executor, settler, leases, current)
+            finally:
+                self._slots.give()
+            self._check_limits(executor)
 
     async def _handle(self, d: Delivery, executor: Executor, settler: Settler, leases: LeaseThread | None,
                       current: asyncio.Task[Any] | None) -> None:
