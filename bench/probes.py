@@ -2,6 +2,8 @@
 
 An adapter describes how (``_common.zero_probe`` / ``keys_probe``); the driver polls every
 ``interval_s`` and counts its own commands so that they can be left out of the commands per task.
+For W7 (no worker), ``_common.count_check`` names a command that ``count`` reads once: how many
+tasks wait in the queue.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ def wait_done(client: redis.Redis, spec: dict[str, Any], timeout_s: float, inter
     if spec["kind"] == "keys":
         return _wait_keys(client, [str(k) for k in spec["keys"]], timeout_s, interval_s)
     raise ValueError(f"unknown probe kind {spec['kind']!r}")
+
+
+def count(client: redis.Redis, command: list[str]) -> int:
+    """The reply of a counting command (``_common.count_check``, e.g. ``XLEN`` of a queue's stream)."""
+    return int(client.execute_command(*command))  # type: ignore[no-untyped-call]
 
 
 def _wait_zero(client: redis.Redis, command: list[str], timeout_s: float, interval_s: float) -> ProbeResult:

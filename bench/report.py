@@ -36,6 +36,7 @@ METRICS = (
     Metric("w5_redis_cpu", "W5 Redis CPU per 1k tasks (s)", "lower", 3, "W1"),
     Metric("w5_commands", "W5 Redis commands per task", "lower", 1, "W1"),
     Metric("w6_bulk", "W6 bulk enqueue (tasks/s)", "higher", 0, "W6"),
+    Metric("w7_concurrent", "W7 enqueue, 1,000 concurrent sends (tasks/s)", "higher", 0, "W7"),
 )
 HOME = "aiocelery"
 

@@ -17,6 +17,8 @@ Workloads (identical for every library; the adapters in bench/adapters/ say how 
   W4  the worker's peak memory during W1
   W5  worker CPU and Redis CPU per 1,000 tasks, Redis commands per task, during W1
   W6  20,000 tasks through the batch API (aiocelery: app.send_many) with no worker
+  W7  20,000 no-op tasks sent with W1's single-send call from 1,000 concurrent coroutines (Celery: a
+      thread pool) with no worker (enqueue rate); the queue must then hold all of them
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vs", default="", metavar="LIST",
                         help=f"peers to compare with, comma-separated: {','.join(libraries.PEERS)}")
     parser.add_argument("--repeat", type=int, default=None, help="runs of each workload (default: 3, quick: 1)")
-    parser.add_argument("--workloads", default="W1,W2,W3,W6", metavar="W1,W2,...",
+    parser.add_argument("--workloads", default="W1,W2,W3,W6,W7", metavar="W1,W2,...",
                         help="which to run (W4 and W5 come with W1)")
     parser.add_argument("--out", type=Path, default=OUT,
                         help="where the raw results, the Markdown table and the logs go (default: .bench/)")
@@ -105,7 +107,8 @@ def describe(libs: list[Library], redis: BenchRedis, sizes: Sizes, repeat: int, 
           for lib in libs),
         f"sizes: W1 {sizes.w1_tasks:,} tasks, worker -c {sizes.w1_concurrency}; W2 {sizes.w2_rounds:,} round trips "
         f"(at most {sizes.w2_max_s:.0f} s); W3 {sizes.w3_tasks:,} x sleep(0.1) at -c {sizes.w3_concurrency}; "
-        f"W6 {sizes.w6_tasks:,} tasks; {repeat} run(s) each: " + ("median (min-max)" if repeat > 1 else "one run"),
+        f"W6 {sizes.w6_tasks:,} tasks; W7 {sizes.w7_tasks:,} tasks, 1,000 sends at once; {repeat} run(s) each: "
+        + ("median (min-max)" if repeat > 1 else "one run"),
     ]
 
 

@@ -1,4 +1,7 @@
-"""The workloads, driven identically for every library: W1 (+ W4, W5), W2, W3 and W6.
+"""The workloads, driven identically for every library: W1 (+ W4, W5), W2, W3, W6 and W7.
+
+W7 sends n no-op tasks with W1's single-send call from 1,000 concurrent coroutines (Celery: a thread
+pool), with no worker running, and then checks that the queue holds all n.
 
 Each function runs one workload once against a freshly flushed benchmark Redis and returns
 ``{metric key: value}`` (see ``report.METRICS``); it raises ``RunError`` when that run failed.
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .libraries import Library
-from .probes import ProbeTimeout, wait_done
+from .probes import ProbeTimeout, count, wait_done
 from .processes import ClientProcess, RunError, WorkerProcess
 from .procstat import MemorySampler, cpu_seconds
 from .redis_ctl import BenchRedis
@@ -31,10 +34,11 @@ class Sizes:
     w3_tasks: int = 2_000
     w3_concurrency: int = 500
     w6_tasks: int = 20_000
+    w7_tasks: int = 20_000
 
 
 FULL = Sizes()
-QUICK = Sizes(w1_tasks=5_000, w2_rounds=300, w2_max_s=20.0, w6_tasks=5_000)
+QUICK = Sizes(w1_tasks=5_000, w2_rounds=300, w2_max_s=20.0, w6_tasks=5_000, w7_tasks=5_000)
 
 
 @dataclass
@@ -145,10 +149,27 @@ def w6(ctx: Context, lib: Library) -> dict[str, float]:
     return {"w6_bulk": ctx.sizes.w6_tasks / float(sent["enqueue_s"])}
 
 
+def w7(ctx: Context, lib: Library) -> dict[str, float]:
+    """W7 concurrent enqueue: n tasks through W1's single-send call, 1,000 at once, no worker running.
+
+    Then checks, in Redis, that the queue holds every one of the n tasks (the adapter names the count).
+    """
+    n = ctx.sizes.w7_tasks
+    ctx.redis.flush()
+    client = ClientProcess(lib, ctx.redis.url, "W7", n, ctx.log(lib, "W7-client"))
+    sent = client.result(timeout_s=60 + n / 100)
+    client.finish()
+    command = [str(a) for a in sent["queued"]]
+    queued = count(ctx.redis.redis, command)
+    if queued != n:
+        raise RunError(f"{queued:,} of {n:,} tasks queued after the sends ({' '.join(command)})")
+    return {"w7_concurrent": n / float(sent["enqueue_s"])}
+
+
 def _pct(ordered: list[float], p: float) -> float:
     """Nearest-rank percentile of sorted samples."""
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W6": w6}
+WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W6": w6, "W7": w7}
 """W4 and W5 are measured during W1."""

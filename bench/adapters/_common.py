@@ -19,6 +19,9 @@ Workloads, client side:
   pauses the worker meanwhile); then send ``n`` tasks of ``sleep(0.1)`` and print ``enqueue_s`` and
   the completion ``probe`` (the driver resumes the worker and times it to the last result).
 - W6: send ``n`` no-op tasks through the library's batch API; print ``enqueue_s`` (or ``na``).
+- W7: send ``n`` no-op tasks with W1's single-send call, from ``CONCURRENT_SENDS`` coroutines at once
+  (a synchronous client: from a thread pool), no worker running; print ``enqueue_s`` and ``queued``,
+  a Redis command that replies how many tasks wait in the queue (the driver expects ``n``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
 
-WORKLOADS = ("W1", "W2", "W3", "W6")
+WORKLOADS = ("W1", "W2", "W3", "W6", "W7")
 SHARED_PORT = 6379
 SLEEP_S = 0.1
 """The W3 task's sleep."""
@@ -42,6 +45,8 @@ WARMUP_TIMEOUT_S = 90.0
 """How long the first round trip may wait for a worker that is still starting."""
 SEND_LIMIT = 100
 """Most sends in flight at once when an async client sends many tasks concurrently (W3)."""
+CONCURRENT_SENDS = 1_000
+"""W7: sends in flight at once, one coroutine each."""
 
 Probe = dict[str, Any]
 """``{"kind": "zero", "command": [...]}`` (done when the reply is 0) or ``{"kind": "keys", "keys": [...]}``
@@ -240,3 +245,8 @@ def zero_probe(*command: str) -> Probe:
 def keys_probe(keys: Iterable[str]) -> Probe:
     """Done when every one of these result keys exists."""
     return {"kind": "keys", "keys": list(keys)}
+
+
+def count_check(*command: str) -> list[str]:
+    """W7: a Redis command that replies how many tasks wait in the queue (no worker runs, so ``n``)."""
+    return list(command)

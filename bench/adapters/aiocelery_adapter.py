@@ -4,17 +4,21 @@ Worker: ``python -m aiocelery worker -A aiocelery_adapter:app -c N -l warning`` 
 Results: ``await (await task.delay(x)).get(timeout=...)``, woken by pub/sub.
 Bulk: ``await app.send_many([noop.s(i) for i in ...])``.
 Completion probe: ``XLEN <prefix>:{queue}:stream`` is 0 once every delivery is settled (the result
-is stored and the entry deleted in the same script; README, "Redis data model").
+is stored and the entry deleted in the same script; README, "Redis data model"). W7's count: the
+same ``XLEN``, ``n`` with no worker running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 from _common import (
+    CONCURRENT_SENDS,
     SLEEP_S,
+    count_check,
     emit,
     exec_module,
     gather_limited,
@@ -35,7 +39,7 @@ app = App(Config(broker=redis_url()))
 
 @app.task(name="noop")
 async def noop(x: int) -> int:
-    """W1, W2, W6: return the argument."""
+    """W1, W2, W6, W7: return the argument."""
     return x
 
 
@@ -82,6 +86,13 @@ async def w6(n: int) -> None:
         emit(enqueue_s=time.perf_counter() - t0)
 
 
+async def w7(n: int) -> None:
+    async with app:
+        t0 = time.perf_counter()
+        await gather_limited((partial(noop.delay, i) for i in range(n)), limit=CONCURRENT_SENDS)
+        emit(enqueue_s=time.perf_counter() - t0, queued=count_check("XLEN", stream_key()))
+
+
 def main() -> None:
     args = parse_args()
     if args.command == "info":
@@ -96,8 +107,10 @@ def main() -> None:
         run(lambda: w2(args.n, args.max_seconds))
     elif args.workload == "W3":
         run(lambda: w3(args.n))
-    else:
+    elif args.workload == "W6":
         run(lambda: w6(args.n))
+    else:
+        run(lambda: w7(args.n))
 
 
 if __name__ == "__main__":

@@ -6,18 +6,21 @@ Results: ``await job.result(timeout=...)``: polls Redis every 0.5 s (its default
 worker itself polls the queue every 0.5 s when idle (``poll_delay``).
 Bulk: none (n/a).
 Completion probe: ``ZCARD arq:queue`` is 0 once every job is finished (the job leaves the queue in
-the same transaction that stores its result).
+the same transaction that stores its result). W7's count: the same ``ZCARD``, ``n`` with no worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any, ClassVar
 
 from _common import (
+    CONCURRENT_SENDS,
     SLEEP_S,
     concurrency,
+    count_check,
     emit,
     exec_module,
     gather_limited,
@@ -47,7 +50,7 @@ LOG_CONFIG: dict[str, Any] = {
 
 
 async def noop(ctx: dict[str, Any], x: int) -> int:
-    """W1, W2: return the argument."""
+    """W1, W2, W7: return the argument."""
     return x
 
 
@@ -101,6 +104,14 @@ async def w3(n: int) -> None:
     await redis.aclose()
 
 
+async def w7(n: int) -> None:
+    redis = await pool()
+    t0 = time.perf_counter()
+    await gather_limited((partial(redis.enqueue_job, "noop", i) for i in range(n)), limit=CONCURRENT_SENDS)
+    emit(enqueue_s=time.perf_counter() - t0, queued=count_check("ZCARD", default_queue_name))
+    await redis.aclose()
+
+
 def main() -> None:
     args = parse_args()
     if args.command == "info":
@@ -114,8 +125,10 @@ def main() -> None:
         run(lambda: w2(args.n, args.max_seconds))
     elif args.workload == "W3":
         run(lambda: w3(args.n))
-    else:
+    elif args.workload == "W6":
         emit(na="arq has no batch enqueue API")
+    else:
+        run(lambda: w7(args.n))
 
 
 if __name__ == "__main__":

@@ -8,15 +8,22 @@ default prefork pool (W1, W2) or ``--pool threads`` (W3); everything else at Cel
 Results: ``AsyncResult.get(timeout=...)``: the Redis backend's pub/sub consumer.
 Bulk: ``group(noop.s(i) for i in ...).apply_async()`` (one producer, one message per task).
 Completion probe: every task's ``celery-task-meta-<id>`` key exists.
+W7: the client is synchronous, so the ``delay()`` calls run in a pool of ``W7_THREADS`` threads
+rather than in 1,000 coroutines. Each thread gets its own result backend (Celery keeps it
+thread-local) while the threads share Celery's producer pool (``broker_pool_limit``, 10 by
+default), so at most 10 sends are on the wire at once. W7's count: ``LLEN celery`` (the default
+queue's list), ``n`` with no worker.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from _common import (
     SLEEP_S,
+    count_check,
     emit,
     exec_module,
     keys_probe,
@@ -29,11 +36,13 @@ from _common import (
 from celery import Celery, group
 
 app = Celery("bench", broker=redis_url(), backend=redis_url())
+W7_THREADS = 100
+"""W7: threads sending at once (Celery's client is synchronous; its producer pool allows 10 anyway)."""
 
 
 @app.task(name="noop")
 def noop(x: int) -> int:
-    """W1, W2, W6: return the argument."""
+    """W1, W2, W6, W7: return the argument."""
     return x
 
 
@@ -71,6 +80,13 @@ def w6(n: int) -> None:
     emit(enqueue_s=time.perf_counter() - t0)
 
 
+def w7(n: int) -> None:
+    with ThreadPoolExecutor(W7_THREADS) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(noop.delay, range(n)))
+        emit(enqueue_s=time.perf_counter() - t0, queued=count_check("LLEN", app.conf.task_default_queue))
+
+
 def main() -> None:
     args = parse_args()
     if args.command == "info":
@@ -86,8 +102,10 @@ def main() -> None:
         w2(args.n, args.max_seconds)
     elif args.workload == "W3":
         w3(args.n)
-    else:
+    elif args.workload == "W6":
         w6(args.n)
+    else:
+        w7(args.n)
     app.close()
 
 

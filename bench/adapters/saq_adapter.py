@@ -8,18 +8,22 @@ Results: ``await job.refresh(until_complete=...)`` then ``job.result``: woken by
 Bulk: none (``queue.map`` enqueues one by one and waits for results; ``queue.batch`` only aborts
 on error), so n/a.
 Completion probe: ``ZCARD saq:default:incomplete`` is 0 once every job is finished (it leaves that
-set in the same transaction that stores the job with its result).
+set in the same transaction that stores the job with its result). W7's count: the same ``ZCARD``,
+``n`` with no worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 from _common import (
+    CONCURRENT_SENDS,
     SLEEP_S,
     concurrency,
+    count_check,
     emit,
     exec_module,
     gather_limited,
@@ -44,7 +48,7 @@ queue = RedisQueue(Redis.from_url(redis_url(), max_connections=concurrency() + 1
 
 
 async def noop(ctx: dict[str, Any], *, x: int) -> int:
-    """W1, W2: return the argument."""
+    """W1, W2, W7: return the argument."""
     return x
 
 
@@ -95,6 +99,14 @@ async def w3(n: int) -> None:
     await queue.disconnect()
 
 
+async def w7(n: int) -> None:
+    await queue.connect()
+    t0 = time.perf_counter()
+    await gather_limited((partial(queue.enqueue, "noop", x=i) for i in range(n)), limit=CONCURRENT_SENDS)
+    emit(enqueue_s=time.perf_counter() - t0, queued=count_check("ZCARD", queue.namespace("incomplete")))
+    await queue.disconnect()
+
+
 def main() -> None:
     args = parse_args()
     if args.command == "info":
@@ -108,8 +120,10 @@ def main() -> None:
         run(lambda: w2(args.n, args.max_seconds))
     elif args.workload == "W3":
         run(lambda: w3(args.n))
-    else:
+    elif args.workload == "W6":
         emit(na="SAQ has no batch enqueue API")
+    else:
+        run(lambda: w7(args.n))
 
 
 if __name__ == "__main__":

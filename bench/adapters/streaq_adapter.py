@@ -5,18 +5,22 @@ anyio (``anyio_kwargs={"use_uvloop": True}``). The tasks are ``silent=True``: st
 INFO and would otherwise print two lines per task (every worker here runs without per-task logs).
 Results: ``await task.result(timeout=...)``: pub/sub (one subscription per waiter).
 Bulk: ``await worker.enqueue_many([noop.enqueue(i) for i in ...])`` (one pipeline).
-Completion probe: every task's result key exists.
+Completion probe: every task's result key exists. W7's count: ``XLEN`` of the default priority's
+stream (``worker.stream_key`` + the last of ``worker.priorities``), ``n`` with no worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 from _common import (
+    CONCURRENT_SENDS,
     SLEEP_S,
     concurrency,
+    count_check,
     emit,
     exec_module,
     gather_limited,
@@ -36,7 +40,7 @@ worker = Worker(redis_url=redis_url(), concurrency=concurrency(), anyio_kwargs={
 
 @worker.task(name="noop", silent=True)
 async def noop(x: int) -> int:
-    """W1, W2, W6: return the argument."""
+    """W1, W2, W6, W7: return the argument."""
     return x
 
 
@@ -83,6 +87,13 @@ async def w6(n: int) -> None:
         emit(enqueue_s=time.perf_counter() - t0)
 
 
+async def w7(n: int) -> None:
+    async with worker:
+        t0 = time.perf_counter()
+        await gather_limited((partial(noop.enqueue, i) for i in range(n)), limit=CONCURRENT_SENDS)
+        emit(enqueue_s=time.perf_counter() - t0, queued=count_check("XLEN", worker.stream_key + worker.priorities[-1]))
+
+
 def main() -> None:
     args = parse_args()
     if args.command == "info":
@@ -96,8 +107,10 @@ def main() -> None:
         run(lambda: w2(args.n, args.max_seconds))
     elif args.workload == "W3":
         run(lambda: w3(args.n))
-    else:
+    elif args.workload == "W6":
         run(lambda: w6(args.n))
+    else:
+        run(lambda: w7(args.n))
 
 
 if __name__ == "__main__":

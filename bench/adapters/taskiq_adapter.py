@@ -7,16 +7,20 @@ Worker: ``taskiq worker taskiq_adapter:broker --workers 1 --max-async-tasks N --
 Results: ``await task.wait_result(timeout=...)``: polls every 0.2 s (its default ``check_interval``).
 Bulk: none (n/a).
 Completion probe: every task's result key exists (the results are stored under the task ids).
+W7's count: ``XLEN`` of the broker's stream (``broker.queue_name``), ``n`` with no worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 from _common import (
+    CONCURRENT_SENDS,
     SLEEP_S,
+    count_check,
     emit,
     exec_module,
     gather_limited,
@@ -37,7 +41,7 @@ broker = RedisStreamBroker(url=redis_url()).with_result_backend(
 
 @broker.task(task_name="noop")
 async def noop(x: int) -> int:
-    """W1, W2: return the argument."""
+    """W1, W2, W7: return the argument."""
     return x
 
 
@@ -78,6 +82,14 @@ async def w3(n: int) -> None:
     await broker.shutdown()
 
 
+async def w7(n: int) -> None:
+    await broker.startup()
+    t0 = time.perf_counter()
+    await gather_limited((partial(noop.kiq, i) for i in range(n)), limit=CONCURRENT_SENDS)
+    emit(enqueue_s=time.perf_counter() - t0, queued=count_check("XLEN", broker.queue_name))
+    await broker.shutdown()
+
+
 def main() -> None:
     args = parse_args()
     if args.command == "info":
@@ -93,8 +105,10 @@ def main() -> None:
         run(lambda: w2(args.n, args.max_seconds))
     elif args.workload == "W3":
         run(lambda: w3(args.n))
-    else:
+    elif args.workload == "W6":
         emit(na="taskiq has no batch kick API")
+    else:
+        run(lambda: w7(args.n))
 
 
 if __name__ == "__main__":
