@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -194,9 +193,8 @@ class App:
         return Outgoing(message, message.encode(self.config.max_payload_bytes))
 
     async def _publish(self, items: list[Outgoing], first: TaskMessage) -> list[Published]:
-        try:
-            async with asyncio.timeout(self.config.send_timeout_s):
-                return await self._connections().broker.publish(items)
+        try:  # the broker bounds each round trip by send_timeout_s
+            return await self._connections().broker.publish(items)
         except (TimeoutError, aioredis.RedisError, OSError) as exc:
             what = f"task {first.name!r} (id {first.id})" if len(items) == 1 else (
                 f"{len(items)} tasks (first: {first.name!r}, id {first.id})")

@@ -57,7 +57,7 @@ def connect(config: Config, clock: Clock | None = None) -> Connections:
     hub = PubSubHub(config.broker)
     keys = Keys(config.key_prefix)
     redis_broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
-                               max_crashes=config.max_crashes)
+                               max_crashes=config.max_crashes, send_timeout_s=config.send_timeout_s)
     backend = RedisBackend(client, hub, keys)
     admin = RedisAdmin(client, hub, keys, int(config.result_ttl_s * 1000))
     return Connections(redis_broker, backend, RedisLimiter(client), keys, SystemClock(), admin, client, hub)

@@ -1,26 +1,31 @@
-"""What tracing and metrics hooks cost: 5,000 no-op tasks through an embedded worker, with and without.
+"""What hooks, tracing and metrics cost: no-op tasks with and without them, worker and sender apart.
 
 Starts its own redis-server (persistence off, a free port). Each round builds a fresh app (own
-key prefix), runs an embedded worker (concurrency 100) in this process, sends N no-op tasks
-(concurrent ``delay()`` calls, 1,000 at a time) and awaits every result; the rate is tasks/s end
-to end. Sender and worker share the process, so the figure includes the hooks on both sides
-(``on_publish`` per send; received/started/outcome per run).
+key prefix) with the configuration's hooks, then:
 
-Also the CPU time this process spent per task (``time.process_time``, all its threads), which
-load from other processes on the machine disturbs far less than the wall-clock rate.
+- **send**: ``app.send_many`` of N no-op tasks with no worker running (``on_publish`` per task:
+  the publish span, trace context written into the headers); tasks/s.
+- **drain**: an embedded worker (concurrency 100) in this process runs them all; tasks/s from
+  the worker's start to the last settled delivery (``XLEN`` of the stream is 0), and this
+  process's CPU per task (``time.process_time``, all threads: the span exporter's too). Every
+  result is checked afterwards, and with tracing, the number of spans exported.
 
-Configurations, rounds interleaved so drift hits all alike; the best rate and the median CPU
-per task of each are reported:
+The process is tuned the way ``python -m aiocelery worker`` tunes itself (``gc.freeze()`` after
+start-up, collector threshold 10,000), so the worker here costs what a CLI worker costs.
+
+Configurations, rounds interleaved so drift hits all alike; the median of each is reported:
 
 - none: no hooks registered;
-- otel: ``OpenTelemetryHooks`` on an SDK TracerProvider with a BatchSpanProcessor and an
-  exporter that drops the spans (the span work without network I/O);
 - prometheus: ``PrometheusHooks`` (its own registry, not scraped);
-- both: the two together.
+- otel: ``OpenTelemetryHooks`` on an SDK TracerProvider (default sampler: every task traced)
+  with a BatchSpanProcessor and an exporter that drops the spans (the span work, no network);
+- otel-10%: the same with ``ParentBased(TraceIdRatioBased(0.1))``, a common production sampler;
+- all: hooks + tracing + metrics (prometheus and otel together);
+- all-10%: prometheus and otel-10% together.
 
 Last, the hook calls alone (no Redis, no worker), in CPU µs per task.
 
-Usage: ``python bench/hooks_overhead.py [--tasks 5000] [--rounds 5] [--concurrency 100]``
+Usage: ``python bench/hooks_overhead.py [--tasks 20000] [--rounds 3] [--concurrency 100]``
 """
 
 from __future__ import annotations
@@ -43,8 +48,10 @@ if str(ROOT) not in sys.path:
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: E402
 
 from aiocelery import App, Config, Hooks  # noqa: E402
+from aiocelery.cli.worker import GC_THRESHOLD, tune_gc  # noqa: E402
 from aiocelery.contrib.otel import OpenTelemetryHooks  # noqa: E402
 from aiocelery.contrib.prometheus import PrometheusHooks  # noqa: E402
 from aiocelery.hooks import HookSet  # noqa: E402
@@ -52,7 +59,7 @@ from aiocelery.message import TaskMessage  # noqa: E402
 from aiocelery.records import Delivery  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
-CONFIGS = ("none", "otel", "prometheus", "both")
+CONFIGS = ("none", "prometheus", "otel", "otel-10%", "all", "all-10%")
 
 
 class DropExporter(SpanExporter):
@@ -71,11 +78,12 @@ def make_hooks(config: str) -> tuple[list[Hooks], Callable[[], int]]:
     hooks: list[Hooks] = []
     exporter = DropExporter()
     provider: TracerProvider | None = None
-    if config in ("otel", "both"):
-        provider = TracerProvider()
+    if "otel" in config or "all" in config:
+        sampler = ParentBased(TraceIdRatioBased(0.1)) if config.endswith("10%") else None
+        provider = TracerProvider(sampler=sampler)
         provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65536))
         hooks.append(OpenTelemetryHooks(provider))
-    if config in ("prometheus", "both"):
+    if config in ("prometheus", "all", "all-10%"):
         hooks.append(PrometheusHooks())
 
     def finish() -> int:
@@ -86,9 +94,8 @@ def make_hooks(config: str) -> tuple[list[Hooks], Callable[[], int]]:
     return hooks, finish
 
 
-async def one_round(url: str, config: str, n: int, concurrency: int, chunk: int = 1000) -> tuple[float, float]:
-    """(tasks/s, CPU µs per task in this process) for ``n`` no-op tasks sent and awaited through
-    an embedded worker."""
+async def one_round(url: str, config: str, n: int, concurrency: int) -> tuple[float, float, float]:
+    """(send tasks/s, drain tasks/s, drain CPU µs per task) for ``n`` no-op tasks."""
     hooks, finish = make_hooks(config)
     app = App(Config(broker=url, key_prefix=f"bench-hooks-{uuid.uuid4().hex[:8]}"))
     for h in hooks:
@@ -98,60 +105,75 @@ async def one_round(url: str, config: str, n: int, concurrency: int, chunk: int 
     async def noop(x: int) -> int:
         return x
 
-    async with app, app.worker(concurrency=concurrency, beat=False):
-        await (await noop.delay(-1)).get(timeout=30)  # warm: connections, scripts, consumer group
+    async with app:
+        client = app._connections().client
+        assert client is not None
+        stream = app._connections().keys.stream(app.config.default_queue)
+        await app.send_many([noop.s(-1)])  # warm: connections and scripts
+        start = time.perf_counter()
+        results = await app.send_many([noop.s(i) for i in range(n)])
+        send_s = time.perf_counter() - start
         start, cpu = time.perf_counter(), time.process_time()
-        results = []
-        for i in range(0, n, chunk):
-            results += await asyncio.gather(*(noop.delay(x) for x in range(i, min(n, i + chunk))))
-        values = await asyncio.gather(*(r.get(timeout=120) for r in results))
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        async with app.worker(concurrency=concurrency, beat=False):
+            while await client.xlen(stream):  # noqa: ASYNC110 - the probe polls Redis, like bench/run.py
+                await asyncio.sleep(0.002)
+            drain_s, cpu = time.perf_counter() - start, time.process_time() - cpu
+        values = await asyncio.gather(*(r.get(timeout=30) for r in results))
     if values != list(range(n)):
         raise SystemExit(f"{config}: wrong results")
     spans = finish()
-    if config in ("otel", "both") and spans < 2 * (n + 1):
-        raise SystemExit(f"{config}: only {spans} spans exported for {n + 1} tasks")
-    return n / elapsed, cpu / n * 1e6
+    if config in ("otel", "all") and spans < 2 * n:
+        raise SystemExit(f"{config}: only {spans} spans exported for {n} tasks")
+    return n / send_s, n / drain_s, cpu / n * 1e6
 
 
-def hook_calls_us(config: str, n: int = 20_000) -> float:
-    """CPU µs per task of the hook calls alone (publish, received, started, succeeded), no I/O."""
+def hook_calls_us(config: str, n: int = 20_000) -> tuple[float, float]:
+    """CPU µs per task of the hook calls alone, no I/O: (sender's on_publish, worker's received +
+    started + succeeded)."""
     hooks, finish = make_hooks(config)
     hook_set = HookSet()
     for h in hooks:
         hook_set.add(h)
+    messages = [TaskMessage(id=f"id-{i}", name="noop", args=(i,), queue="aiocelery") for i in range(n)]
     cpu = time.process_time()
-    for i in range(n):
-        message = TaskMessage(id=f"id-{i}", name="noop", args=(i,), queue="aiocelery")
+    for message in messages:
         if hook_set.wants("on_publish"):
             hook_set.call("on_publish", message)
-        d = Delivery(task_id=message.id, name="noop", queue="aiocelery", entry_id=f"{i}-0", attempt=1, payload=b"",
-                     redelivered=False, worker="bench", created_ms=int(time.time() * 1000))
-        if hook_set:
-            hook_set.call("on_received", d)
+    publish = time.process_time() - cpu
+    now_ms = int(time.time() * 1000)
+    deliveries = [Delivery(task_id=m.id, name="noop", queue="aiocelery", entry_id=f"{i}-0", attempt=1, payload=b"",
+                           redelivered=False, worker="bench", created_ms=now_ms) for i, m in enumerate(messages)]
+    cpu = time.process_time()
+    for d, message in zip(deliveries, messages, strict=True):
+        hook_set.call("on_received", d)
         if hook_set.wants("on_started"):
             hook_set.call("on_started", d, message.headers)
-        if hook_set:
-            hook_set.call("on_succeeded", d, 0.0001)
-    cpu = time.process_time() - cpu
+        hook_set.call("on_succeeded", d, 0.0001)
+    run = time.process_time() - cpu
     finish()  # the exporter thread's work after this point is not counted
-    return cpu / n * 1e6
+    return publish / n * 1e6, run / n * 1e6
 
 
-async def measure(url: str, args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
-    rounds: dict[str, list[tuple[float, float]]] = {c: [] for c in CONFIGS}
+async def measure(url: str, args: argparse.Namespace) -> dict[str, list[tuple[float, float, float]]]:
+    rounds: dict[str, list[tuple[float, float, float]]] = {c: [] for c in CONFIGS}
     for r in range(args.rounds):
         for config in CONFIGS:
-            rate, cpu_us = await one_round(url, config, args.tasks, args.concurrency)
-            rounds[config].append((rate, cpu_us))
-            print(f"  round {r + 1} {config:<10} {rate:8,.0f} tasks/s  {cpu_us:6.0f} µs CPU/task", flush=True)
+            send, drain, cpu_us = await one_round(url, config, args.tasks, args.concurrency)
+            rounds[config].append((send, drain, cpu_us))
+            print(f"  round {r + 1} {config:<10} send {send:8,.0f}/s  drain {drain:8,.0f}/s  "
+                  f"{cpu_us:5.1f} µs CPU/task", flush=True)
     return rounds
+
+
+def _cost(value: float, base: float, higher_is_better: bool = True) -> str:
+    change = (base - value) / base if higher_is_better else (value - base) / base
+    return f"({100 * change:+5.1f} %)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # not the worker's startup warnings about this throwaway Redis
@@ -163,24 +185,29 @@ def main() -> None:
         loop_factory, loop_name = None, "asyncio"
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}, {loop_name}; {args.tasks} no-op tasks per round, "
-          f"embedded worker at concurrency {args.concurrency}, best of {args.rounds} rounds")
+          f"embedded worker at concurrency {args.concurrency}, median of {args.rounds} rounds")
+    tune_gc(GC_THRESHOLD)
     server = RedisServer().start()
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             rounds = runner.run(measure(server.url, args))
     finally:
         server.stop()
-    best = {c: max(rate for rate, _ in rounds[c]) for c in CONFIGS}
-    cpu = {c: statistics.median(us for _, us in rounds[c]) for c in CONFIGS}
-    print("\nbest throughput (cost vs none) | median CPU of this process per task (cost vs none)")
+    med = {c: [statistics.median(r[i] for r in rounds[c]) for i in range(3)] for c in CONFIGS}
+    send0, drain0, cpu0 = med["none"]
+    print("\nmedians, cost vs none in brackets (a cost is a lower rate or more CPU):")
+    print(f"{'':<11} {'send /s':>18} {'worker drain /s':>22} {'worker CPU µs/task':>24}")
     for c in CONFIGS:
-        cost = "" if c == "none" else f"  ({100 * (best['none'] - best[c]) / best['none']:+5.1f} %)"
-        cpu_cost = "" if c == "none" else f"  ({100 * (cpu[c] - cpu['none']) / cpu['none']:+5.1f} %)"
-        print(f"{c:<11} {best[c]:8,.0f} tasks/s{cost:<12} | {cpu[c]:6.0f} µs/task{cpu_cost}")
-    print("\nthe hook calls alone (publish + received + started + succeeded, no I/O), CPU per task:")
+        send, drain, cpu = med[c]
+        costs = ("", "", "") if c == "none" else (_cost(send, send0), _cost(drain, drain0), _cost(cpu, cpu0, False))
+        print(f"{c:<11} {send:8,.0f} {costs[0]:>9} {drain:11,.0f} {costs[1]:>10} {cpu:12.1f} {costs[2]:>11}")
+    print("\nthe hook calls alone (no I/O), CPU µs per task: sender (on_publish) | worker (received + started + "
+          "succeeded)")
     for c in CONFIGS[1:]:
-        alone = statistics.median(hook_calls_us(c) for _ in range(3))
-        print(f"{c:<11} {alone:6.1f} µs/task = {100 * alone / cpu['none']:4.1f} % of a task's CPU without hooks")
+        samples = [hook_calls_us(c) for _ in range(3)]
+        publish = statistics.median(p for p, _ in samples)
+        run = statistics.median(w for _, w in samples)
+        print(f"{c:<11} {publish:6.1f} | {run:6.1f}")
 
 
 if __name__ == "__main__":

@@ -30,12 +30,18 @@ class ScriptBatcher:
     With ``merge``, the script takes any number of units (fixed KEYS and ARGV per unit, one
     reply per unit), and the calls of one iteration become a single script call (up to
     ``MERGE_MAX`` units each) instead of a pipeline of calls.
+
+    With ``timeout_s``, each round trip (a lone call, a flushed batch, a ``run_many``) must end
+    within it or raises ``TimeoutError``: one timer per round trip, not one per caller.
+    Without it, the connection's socket timeout bounds the wait for the replies.
     """
 
     MERGE_MAX = 256
 
-    def __init__(self, client: Client, script: AsyncScript, *, merge: bool = False, unit_keys: int = 1) -> None:
+    def __init__(self, client: Client, script: AsyncScript, *, merge: bool = False, unit_keys: int = 1,
+                 timeout_s: float | None = None) -> None:
         self._client = client
+        self._timeout_s = timeout_s
         self._script = script
         self._merge = merge
         self._unit_keys = unit_keys
@@ -48,7 +54,7 @@ class ScriptBatcher:
         if not self._pending and not self._flushing and not self._inline:
             self._inline += 1
             try:
-                (reply,) = await self._run([(keys, args)])
+                (reply,) = await self.run_many([(keys, args)])
             finally:
                 self._inline -= 1
             if isinstance(reply, Exception):
@@ -66,7 +72,7 @@ class ScriptBatcher:
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
         try:
-            replies = await self._run([(keys, args) for keys, args, _ in batch])
+            replies = await self.run_many([(keys, args) for keys, args, _ in batch])
         except BaseException as exc:  # connection loss: every caller sees it and may retry
             for _, _, future in batch:
                 if not future.done():
@@ -82,17 +88,20 @@ class ScriptBatcher:
             else:
                 future.set_result(reply)
 
-    async def _run(self, batch: list[Args]) -> list[Any]:
+    async def run_many(self, batch: list[Args]) -> list[Any]:
+        """Run every call in ``batch`` now, in one round trip (merged, or pipelined); one reply per
+        call, error replies as exceptions in place."""
         if self._merge:
             chunks = [batch[i:i + self.MERGE_MAX] for i in range(0, len(batch), self.MERGE_MAX)]
             calls = [([k for keys, _ in c for k in keys], [a for _, args in c for a in args]) for c in chunks]
         else:
             calls = batch
         sha = self._script.sha
-        replies = await wire.execute(self._client.connection_pool, [wire.evalsha(sha, k, a) for k, a in calls])
+        pool, timeout_s = self._client.connection_pool, self._timeout_s
+        replies = await wire.execute(pool, [wire.evalsha(sha, k, a) for k, a in calls], timeout_s=timeout_s)
         if any(isinstance(r, NoScriptError) for r in replies):
             await self._client.script_load(self._script.script)
-            replies = await wire.execute(self._client.connection_pool, [wire.evalsha(sha, k, a) for k, a in calls])
+            replies = await wire.execute(pool, [wire.evalsha(sha, k, a) for k, a in calls], timeout_s=timeout_s)
         if not self._merge:
             return replies
         out: list[Any] = []

@@ -30,7 +30,6 @@ from .base import Outgoing, Published
 
 log = logging.getLogger("aiocelery.broker")
 PROMOTE_BATCH = 1000
-ENQUEUE_CHUNK = 256
 """Messages per enqueue script call in a bulk publish (the calls themselves are pipelined)."""
 
 
@@ -38,30 +37,30 @@ class RedisBroker:
     """Publishes, fetches, settles and releases tasks on one Redis."""
 
     def __init__(self, url: str, client: Client, hub: PubSubHub, keys: Keys, *, result_ttl_s: float,
-                 max_crashes: int) -> None:
+                 max_crashes: int, send_timeout_s: float | None = None) -> None:
         self._url = url
         self._client = client
         self._hub = hub
         self._keys = keys
         self._scripts = Scripts.register(client)
-        self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True, unit_keys=4)
+        self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True, unit_keys=4, timeout_s=send_timeout_s)
         self._settle = ScriptBatcher(client, self._scripts.settle)
+        self._begin_script = ScriptBatcher(client, self._scripts.begin)
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_crashes = max_crashes
 
     async def publish(self, items: Sequence[Outgoing]) -> list[Published]:
-        """Run the enqueue script for each item: concurrent single sends share one pipeline."""
+        """Run the enqueue script for each item: concurrent single sends share one script call,
+        and many items go in one round trip (one script call per 256). Each round trip is bounded
+        by ``send_timeout_s`` (TimeoutError)."""
         if len(items) == 1:
             keys, args = self._enqueue_call(items[0])
             return [_published(await self._enqueue.call(keys, args))]
-        chunks = [items[i:i + ENQUEUE_CHUNK] for i in range(0, len(items), ENQUEUE_CHUNK)]
-        async with self._client.pipeline(transaction=False) as pipe:
-            for chunk in chunks:
-                calls = [self._enqueue_call(item) for item in chunk]
-                await self._scripts.enqueue(keys=[k for keys, _ in calls for k in keys],
-                                            args=[a for _, args in calls for a in args], client=pipe)
-            replies = await pipe.execute()
-        return [_published(unit) for reply in replies for unit in reply]
+        replies = await self._enqueue.run_many([self._enqueue_call(item) for item in items])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [_published(reply) for reply in replies]
 
     def _enqueue_call(self, item: Outgoing) -> tuple[list[str], list[str | int | bytes]]:
         msg, k = item.message, self._keys
@@ -103,10 +102,25 @@ class RedisBroker:
             task_id = _str(fields.get(b"id") or b"")
             pairs += [_str(entry_id), task_id]
             task_keys.append(self._keys.task(task_id))
-        rows = await self._scripts.begin(
-            keys=[self._keys.stream(queue), self._keys.dead(queue), *task_keys],
-            args=[GROUP, consumer, self._max_crashes, worker, self._ttl_ms, self._keys.done_prefix, *pairs],
+        _, rows = await self._begin_script.call(
+            [self._keys.stream(queue), self._keys.dead(queue), *task_keys],
+            [GROUP, consumer, self._max_crashes, worker, self._ttl_ms, self._keys.done_prefix, self._keys.task(""),
+             "", *pairs],
         )
+        return self._deliveries(queue, worker, rows)
+
+    async def _read_and_begin(self, queue: str, consumer: str, worker: str, count: int) -> tuple[int, list[Delivery]]:
+        """begin.lua reading up to ``count`` new entries itself (no BLOCK): one round trip when
+        work is waiting. Returns how many entries it read (0: the queue has none) and the deliveries."""
+        read, rows = await self._begin_script.call(
+            [self._keys.stream(queue), self._keys.dead(queue)],
+            [GROUP, consumer, self._max_crashes, worker, self._ttl_ms, self._keys.done_prefix, self._keys.task(""),
+             count],
+        )
+        return int(read), self._deliveries(queue, worker, rows)
+
+    @staticmethod
+    def _deliveries(queue: str, worker: str, rows: list[Any]) -> list[Delivery]:
         out: list[Delivery] = []
         for row in rows:
             kind = _str(row[0])
@@ -292,9 +306,37 @@ class RedisConsumer:
         self.name = name
         self.worker = worker
         self._client: Client | None = None
+        self._busy = True
+        """Work was waiting at the last fetch: read without blocking first."""
 
     async def fetch(self, count: int, block_s: float) -> list[Delivery]:
-        """XREADGROUP for up to ``count`` entries, then begin them: one script call per queue."""
+        """Up to ``count`` deliveries. While work is waiting, begin.lua reads and begins in one
+        round trip per queue; when every queue is empty, XREADGROUP BLOCK waits for new entries
+        on this consumer's own connection, then begin.lua starts them."""
+        if self._busy:
+            found = await self._read_waiting(count)
+            if found is not None:
+                return found
+            self._busy = False  # every queue was empty: block for the next entry
+        return await self._read_blocking(count, block_s)
+
+    async def _read_waiting(self, count: int) -> list[Delivery] | None:
+        """Read and begin without blocking; None when no queue had a new entry."""
+        read_any, deliveries = False, list[Delivery]()
+        for queue in self._queues:
+            if len(deliveries) >= count:
+                break
+            try:
+                read, started = await self._broker._read_and_begin(queue, self.name, self.worker,
+                                                                   count - len(deliveries))
+            except ResponseError as exc:
+                await self._recover(exc)
+                return deliveries
+            read_any = read_any or read > 0
+            deliveries += started
+        return deliveries if read_any else None
+
+    async def _read_blocking(self, count: int, block_s: float) -> list[Delivery]:
         b = self._broker
         if self._client is None:
             self._client = blocking_client(b._url, block_s)
@@ -307,6 +349,7 @@ class RedisConsumer:
             return []
         if not reply:
             return []
+        self._busy = True
         by_stream = {name.decode() if isinstance(name, bytes) else name: entries for name, entries in reply}
         deliveries: list[Delivery] = []
         for queue in self._queues:

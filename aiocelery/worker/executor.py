@@ -8,7 +8,6 @@ hard time limits) -> outcome (SUCCESS, or the retry policy's RETRY / FAILURE).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import random
 import time
@@ -70,7 +69,7 @@ class Executor:
         started = time.perf_counter()
         try:
             settlement = await self._execute(task, d, payload)
-            return dataclasses.replace(settlement, runtime_s=time.perf_counter() - started)
+            return settlement.timed(time.perf_counter() - started)
         finally:
             _current.reset(token)
             if admission is not None and admission.slot_key is not None:

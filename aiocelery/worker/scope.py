@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
+from typing import Any
 
 
 class RunScope:
@@ -22,10 +23,11 @@ class RunScope:
 
     __slots__ = ("_cancelling", "_deadline", "_done", "_requested", "_task", "_timer", "cancelled_caught")
 
-    def __init__(self, deadline: float | None = None) -> None:
+    def __init__(self, deadline: float | None = None, task: asyncio.Task[Any] | None = None) -> None:
         self._deadline = deadline
         """Loop time (``loop.time()``) at which the block is cancelled; None: no limit."""
-        self._task: asyncio.Task[object] | None = None
+        self._task: asyncio.Task[Any] | None = task
+        """The task the block runs in (found on entry when not given)."""
         self._timer: asyncio.TimerHandle | None = None
         self._cancelling = 0
         self._requested = False  # cancel() was called (before or inside the block)
@@ -42,7 +44,7 @@ class RunScope:
             self._task.cancel()
 
     def __enter__(self) -> RunScope:
-        task = asyncio.current_task()
+        task = self._task or asyncio.current_task()
         if task is None:
             raise RuntimeError("RunScope must be entered inside an asyncio task")
         self._task = task

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Protocol
-
-import anyio
 
 from .. import states
 from .._backoff import Backoff
@@ -76,22 +75,31 @@ class Settler:
             self._hooks.call("on_released", d, "deferred by a rate limit or concurrency cap")
 
     async def _store(self, d: Delivery, s: Settlement) -> bool:
+        try:
+            return await self._broker.settle(d, s)
+        except Exception as exc:
+            return await self._store_again(d, s, exc)
+
+    async def _store_again(self, d: Delivery, s: Settlement, exc: Exception) -> bool:
+        """Retry storing through an outage (``exc``: the last failure) for ``SETTLE_RETRY_S``."""
         backoff = Backoff(cap=5.0)
-        deadline = anyio.current_time() + SETTLE_RETRY_S
-        while True:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_RETRY_S
+        while True:  # connection loss above all; never let one outcome stop the worker
+            if not isinstance(exc, TRANSIENT_ERRORS):
+                log.error("unexpected error storing the outcome of task %s[%s]", d.name, d.task_id, exc_info=exc)
+            if loop.time() >= deadline:
+                log.error("could not store the outcome of task %s[%s] for %.0f s (%s); the delivery "
+                          "stays pending and will run again", d.name, d.task_id, SETTLE_RETRY_S, exc)
+                return False
+            delay = backoff.next_delay()
+            log.warning("storing the outcome of task %s[%s] failed (%s); retrying in %.2f s",
+                        d.name, d.task_id, exc, delay)
+            await asyncio.sleep(delay)
             try:
                 return await self._broker.settle(d, s)
-            except Exception as exc:  # connection loss above all; never let one outcome stop the worker
-                if not isinstance(exc, TRANSIENT_ERRORS):
-                    log.exception("unexpected error storing the outcome of task %s[%s]", d.name, d.task_id)
-                if anyio.current_time() >= deadline:
-                    log.error("could not store the outcome of task %s[%s] for %.0f s (%s); the delivery "
-                              "stays pending and will run again", d.name, d.task_id, SETTLE_RETRY_S, exc)
-                    return False
-                delay = backoff.next_delay()
-                log.warning("storing the outcome of task %s[%s] failed (%s); retrying in %.2f s",
-                            d.name, d.task_id, exc, delay)
-                await anyio.sleep(delay)
+            except Exception as again:
+                exc = again
 
 
 def with_workflow(d: Delivery, s: Settlement, headers: Headers | None = None) -> Settlement:

@@ -52,10 +52,10 @@ class _Run:
 
     __slots__ = ("ctx", "delivery", "revoked", "scope")
 
-    def __init__(self, delivery: Delivery, ctx: TaskContext) -> None:
+    def __init__(self, delivery: Delivery, ctx: TaskContext, task: asyncio.Task[Any] | None) -> None:
         self.delivery = delivery
         self.ctx = ctx
-        self.scope = RunScope()
+        self.scope = RunScope(task=task)
         self.revoked = False
 
     def cancelled_outcome(self) -> Settlement | None:
@@ -279,7 +279,7 @@ class Worker:
         if leases is not None:
             leases.hold(d)
         hooks.call("on_received", d)
-        run = _Run(d, executor.context(d))
+        run = _Run(d, executor.context(d), current)
         self._runs[d.task_id] = run
         if current is not None:
             self._by_task[current] = d
@@ -315,7 +315,7 @@ class Worker:
         if run is not None:
             log.warning("task %s[%s] revoked with terminate: cancelling it", run.delivery.name, task_id)
             run.revoked = True
-            run.ctx.cancel_event.set()
+            run.ctx.request_cancel()
             run.scope.cancel()
 
     async def _watch_revocations(self, broker: Broker) -> None:

@@ -1,12 +1,16 @@
--- begin: start a batch of fetched deliveries of one queue.
+-- begin: start a batch of deliveries of one queue, fetched here or by the caller.
 -- For each: check the delivery is still ours, skip finished (or revoked) tasks, expire tasks past
 -- their expiry, count a crash when the last attempt started and never finished (dead-letter past
 -- max crashes), bump the attempt (the fencing token), mark STARTED and reset the lease. Safe to
 -- run twice: the same consumer starting the same entry again gets the same attempt, no crash.
--- KEYS: 1 stream, 2 dead stream, 3.. task hashes (one per delivery, in ARGV order)
+-- With ARGV[8] (a count), the script reads up to that many new entries itself (XREADGROUP without
+-- BLOCK, so a busy worker fetches and begins in one round trip); they are this consumer's by
+-- construction and just delivered, so the ownership check and the lease reset are skipped. Their
+-- task hashes are then not in KEYS: they are ARGV[7] .. id (standalone Redis; see RELIABILITY.md).
+-- KEYS: 1 stream, 2 dead stream, then (pairs given) one task hash per delivery, in ARGV order
 -- ARGV: 1 group, 2 consumer, 3 max crashes, 4 worker name, 5 ttl ms, 6 done channel prefix,
---       then pairs: entry id, task id
--- Returns one row per delivery:
+--       7 task key prefix, 8 count to read here or '', then (when '') pairs: entry id, task id
+-- Returns {entries read or given, rows}, one row per delivery:
 --   {kind, task id, entry id, attempt, name, payload, delivered, retries, deferrals, workflow, created}
 local group, consumer = ARGV[1], ARGV[2]
 local max_crashes, ttl = tonumber(ARGV[3]), tonumber(ARGV[5])
@@ -26,10 +30,27 @@ local function terminal(key, id, state, reason)
   redis.call('PUBLISH', ARGV[6] .. id, state)
 end
 
-for i = 7, #ARGV, 2 do
-  local entry, id = ARGV[i], ARGV[i + 1]
-  local key = KEYS[3 + (i - 7) / 2]
-  local owned = redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
+local entries = {}  -- {entry id, task id, task key, fresh}
+if ARGV[8] ~= '' then
+  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', ARGV[8], 'STREAMS', KEYS[1], '>')
+  for _, e in ipairs(read and read[1][2] or {}) do
+    local id, fields = '', e[2] or {}
+    for j = 1, #fields - 1, 2 do
+      if fields[j] == 'id' then
+        id = fields[j + 1]
+      end
+    end
+    entries[#entries + 1] = {e[1], id, ARGV[7] .. id, true}
+  end
+else
+  for i = 9, #ARGV, 2 do
+    entries[#entries + 1] = {ARGV[i], ARGV[i + 1], KEYS[3 + (i - 9) / 2], false}
+  end
+end
+
+for _, en in ipairs(entries) do
+  local entry, id, key, fresh = en[1], en[2], en[3], en[4]
+  local owned = fresh and {{entry, consumer, 0, 1}} or redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
   if #owned == 0 then
     out[#out + 1] = {'lost', id, entry}
   elseif redis.call('EXISTS', key) == 0 then
@@ -76,7 +97,9 @@ for i = 7, #ARGV, 2 do
         local attempt = redis.call('HINCRBY', key, 'attempt', 1)
         redis.call('HSET', key, 'state', 'STARTED', 'started_ms', now, 'worker', ARGV[4], 'entry', entry,
           'consumer', consumer)
-        redis.call('XCLAIM', KEYS[1], group, consumer, 0, entry, 'JUSTID')
+        if not fresh then
+          redis.call('XCLAIM', KEYS[1], group, consumer, 0, entry, 'JUSTID')  -- reset the lease
+        end
         local p = redis.call('HMGET', key, 'payload', 'wf')
         out[#out + 1] = {'run', id, entry, attempt, f[3] or '', p[1] or '', owned[1][4],
           tonumber(f[5] or '0'), tonumber(f[6] or '0'), p[2] or '', tonumber(f[8] or '0')}
@@ -84,4 +107,4 @@ for i = 7, #ARGV, 2 do
     end
   end
 end
-return out
+return {#entries, out}
