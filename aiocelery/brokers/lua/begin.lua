@@ -51,16 +51,17 @@ end
 for _, en in ipairs(entries) do
   local entry, id, key, fresh = en[1], en[2], en[3], en[4]
   local owned = fresh and {{entry, consumer, 0, 1}} or redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
+  -- one read of everything this needs (every record has a state: none means no record)
+  local f = #owned > 0 and redis.call('HMGET', key, 'state', 'crashes', 'name', 'expires_ms', 'retries',
+    'deferrals', 'revoked', 'created_ms', 'entry', 'consumer', 'payload', 'wf', 'attempt') or {}
   if #owned == 0 then
     out[#out + 1] = {'lost', id, entry}
-  elseif redis.call('EXISTS', key) == 0 then
+  elseif not f[1] then
     finish(entry)
     redis.call('XADD', KEYS[2], '*', 'id', id, 'reason', 'task record missing', 'time_ms', now,
       'worker', ARGV[4])
     out[#out + 1] = {'missing', id, entry}
   else
-    local f = redis.call('HMGET', key, 'state', 'crashes', 'name', 'expires_ms', 'retries', 'deferrals',
-      'revoked', 'created_ms', 'entry', 'consumer')
     -- the same start again (a re-sent call, or this consumer reclaiming its own delivery): same attempt
     local again = f[1] == 'STARTED' and f[9] == entry and f[10] == consumer
     local expires = tonumber(f[4] or '')
@@ -77,9 +78,8 @@ for _, en in ipairs(entries) do
       out[#out + 1] = {'expired', id, entry}
     elseif again then
       redis.call('XCLAIM', KEYS[1], group, consumer, 0, entry, 'JUSTID')
-      local p = redis.call('HMGET', key, 'payload', 'wf', 'attempt')
-      out[#out + 1] = {'run', id, entry, tonumber(p[3]), f[3] or '', p[1] or '', owned[1][4],
-        tonumber(f[5] or '0'), tonumber(f[6] or '0'), p[2] or '', tonumber(f[8] or '0')}
+      out[#out + 1] = {'run', id, entry, tonumber(f[13]), f[3] or '', f[11] or '', owned[1][4],
+        tonumber(f[5] or '0'), tonumber(f[6] or '0'), f[12] or '', tonumber(f[8] or '0')}
     else
       local crashes = tonumber(f[2] or '0')
       if f[1] == 'STARTED' then
@@ -100,9 +100,8 @@ for _, en in ipairs(entries) do
         if not fresh then
           redis.call('XCLAIM', KEYS[1], group, consumer, 0, entry, 'JUSTID')  -- reset the lease
         end
-        local p = redis.call('HMGET', key, 'payload', 'wf')
-        out[#out + 1] = {'run', id, entry, attempt, f[3] or '', p[1] or '', owned[1][4],
-          tonumber(f[5] or '0'), tonumber(f[6] or '0'), p[2] or '', tonumber(f[8] or '0')}
+        out[#out + 1] = {'run', id, entry, attempt, f[3] or '', f[11] or '', owned[1][4],
+          tonumber(f[5] or '0'), tonumber(f[6] or '0'), f[12] or '', tonumber(f[8] or '0')}
       end
     end
   end
