@@ -19,13 +19,18 @@ Configurations, rounds interleaved so drift hits all alike; the median of each i
 - prometheus: ``PrometheusHooks`` (its own registry, not scraped);
 - otel: ``OpenTelemetryHooks`` on an SDK TracerProvider (default sampler: every task traced)
   with a BatchSpanProcessor and an exporter that drops the spans (the span work, no network);
-- otel-10%: the same with ``ParentBased(TraceIdRatioBased(0.1))``, a common production sampler;
-- all: hooks + tracing + metrics (prometheus and otel together);
-- all-10%: prometheus and otel-10% together.
+- otel-sdk-10%: the same with the SDK sampler ``ParentBased(TraceIdRatioBased(0.1))``;
+- otel-head-10%: ``OpenTelemetryHooks(sample_ratio=0.1)``, aiocelery's head sampling (no span
+  at all, anywhere, for a send left out);
+- all: hooks + tracing + metrics (prometheus and otel together), every task traced;
+- all-head-10%, all-head-1%: prometheus and otel with ``sample_ratio`` 0.1 and 0.01.
 
 Last, the hook calls alone (no Redis, no worker), in CPU µs per task.
 
-Usage: ``python bench/hooks_overhead.py [--tasks 20000] [--rounds 3] [--concurrency 100]``
+``--work-us N`` makes each task spin the CPU for N µs first: the same costs against a task that
+does some work.
+
+Usage: ``python bench/hooks_overhead.py [--tasks 20000] [--rounds 3] [--concurrency 100] [--work-us 0]``
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from aiocelery.message import TaskMessage  # noqa: E402
 from aiocelery.records import Delivery  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
-CONFIGS = ("none", "prometheus", "otel", "otel-10%", "all", "all-10%")
+CONFIGS = ("none", "prometheus", "otel", "otel-sdk-10%", "otel-head-10%", "all", "all-head-10%", "all-head-1%")
 
 
 class DropExporter(SpanExporter):
@@ -79,11 +84,12 @@ def make_hooks(config: str) -> tuple[list[Hooks], Callable[[], int]]:
     exporter = DropExporter()
     provider: TracerProvider | None = None
     if "otel" in config or "all" in config:
-        sampler = ParentBased(TraceIdRatioBased(0.1)) if config.endswith("10%") else None
+        sampler = ParentBased(TraceIdRatioBased(0.1)) if "sdk-" in config else None
+        ratio = 1.0 if "head-" not in config else float(config.rsplit("-", 1)[1].rstrip("%")) / 100
         provider = TracerProvider(sampler=sampler)
         provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65536))
-        hooks.append(OpenTelemetryHooks(provider))
-    if config in ("prometheus", "all", "all-10%"):
+        hooks.append(OpenTelemetryHooks(provider, sample_ratio=ratio))
+    if config == "prometheus" or config.startswith("all"):
         hooks.append(PrometheusHooks())
 
     def finish() -> int:
@@ -94,8 +100,9 @@ def make_hooks(config: str) -> tuple[list[Hooks], Callable[[], int]]:
     return hooks, finish
 
 
-async def one_round(url: str, config: str, n: int, concurrency: int) -> tuple[float, float, float]:
-    """(send tasks/s, drain tasks/s, drain CPU µs per task) for ``n`` no-op tasks."""
+async def one_round(url: str, config: str, n: int, concurrency: int, work_us: int = 0) -> tuple[float, float, float]:
+    """(send tasks/s, drain tasks/s, drain CPU µs per task) for ``n`` tasks that each spin the CPU
+    for ``work_us`` µs (0: no-op)."""
     hooks, finish = make_hooks(config)
     app = App(Config(broker=url, key_prefix=f"bench-hooks-{uuid.uuid4().hex[:8]}"))
     for h in hooks:
@@ -103,6 +110,10 @@ async def one_round(url: str, config: str, n: int, concurrency: int) -> tuple[fl
 
     @app.task(name="noop")
     async def noop(x: int) -> int:
+        if work_us:
+            until = time.perf_counter() + work_us / 1e6
+            while time.perf_counter() < until:
+                pass
         return x
 
     async with app:
@@ -158,7 +169,7 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, list[tuple[fl
     rounds: dict[str, list[tuple[float, float, float]]] = {c: [] for c in CONFIGS}
     for r in range(args.rounds):
         for config in CONFIGS:
-            send, drain, cpu_us = await one_round(url, config, args.tasks, args.concurrency)
+            send, drain, cpu_us = await one_round(url, config, args.tasks, args.concurrency, args.work_us)
             rounds[config].append((send, drain, cpu_us))
             print(f"  round {r + 1} {config:<10} send {send:8,.0f}/s  drain {drain:8,.0f}/s  "
                   f"{cpu_us:5.1f} µs CPU/task", flush=True)
@@ -175,6 +186,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--work-us", type=int, default=0,
+                        help="CPU each task spends before returning, in µs (default 0: no-op tasks)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # not the worker's startup warnings about this throwaway Redis
     try:
@@ -184,7 +197,7 @@ def main() -> None:
     except ImportError:
         loop_factory, loop_name = None, "asyncio"
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-          f"Python {platform.python_version()}, {loop_name}; {args.tasks} no-op tasks per round, "
+          f"Python {platform.python_version()}, {loop_name}; {args.tasks} tasks of {args.work_us} µs CPU per round, "
           f"embedded worker at concurrency {args.concurrency}, median of {args.rounds} rounds")
     tune_gc(GC_THRESHOLD)
     server = RedisServer().start()

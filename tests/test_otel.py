@@ -205,6 +205,54 @@ async def test_a_task_sent_from_a_task_continues_the_trace(
     assert_child_of(inner_consumer, inner_producer)
 
 
+async def test_head_sampling_traces_a_share_of_sends_and_keeps_traces_whole(
+        app: App, tracing: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = tracing
+    app.add_hooks(OpenTelemetryHooks(provider, sample_ratio=0.25))
+    add_tasks(app)
+
+    @app.task(name="otel.fan")
+    async def fan() -> list[str]:  # sends from inside a task follow that task's sampling decision
+        return [(await app.send_task("otel.add", (i, i))).id for i in range(3)]
+
+    async with app.worker(concurrency=8):
+        results = await asyncio.gather(*(app.send_task("otel.add", (i, 1)) for i in range(200)))
+        assert [await r.get(timeout=10) for r in results] == [i + 1 for i in range(200)]
+        with provider.get_tracer("test").start_as_current_span("request"):  # a sampled parent: always traced
+            inside = await app.send_task("otel.boom")
+        with pytest.raises(TaskFailed):
+            await inside.get(timeout=10)
+        fans = [await (await fan.delay()).get(timeout=10) for _ in range(40)]
+        for ids in fans:
+            for task_id in ids:
+                await app.AsyncResult(task_id).get(timeout=10)
+    spans = exporter.get_finished_spans()
+    sent = {s.attributes["messaging.message.id"]: s for s in by_kind(spans, SpanKind.PRODUCER, "otel.add publish")
+            if s.attributes}
+    ran = {s.attributes["messaging.message.id"]: s for s in by_kind(spans, SpanKind.CONSUMER, "otel.add process")
+           if s.attributes}
+    top = [r.id for r in results]
+    traced = [i for i in top if i in sent]
+    assert 20 <= len(traced) <= 80, f"{len(traced)} of 200 traced at 0.25"  # binomial: mean 50, sd 6
+    assert set(traced) == {i for i in top if i in ran}  # a traced send is traced in the worker; others nowhere
+    for task_id in traced:
+        assert_child_of(ran[task_id], sent[task_id])
+    [boom_producer] = by_kind(spans, SpanKind.PRODUCER, "otel.boom publish")  # inside a sampled span
+    [boom_consumer] = by_kind(spans, SpanKind.CONSUMER, "otel.boom process")
+    assert_child_of(boom_consumer, boom_producer)
+    fan_runs = {s.attributes["messaging.message.id"] for s in by_kind(spans, SpanKind.CONSUMER, "otel.fan process")
+                if s.attributes}
+    assert 0 < len(fan_runs) < 40  # some fans traced, some not (all alike: p < 1e-5)
+    for ids in fans:  # children of a traced run are traced; of an untraced one, not at all
+        fan_id_traced = any(i in sent for i in ids)
+        assert all((i in sent) == fan_id_traced and (i in ran) == fan_id_traced for i in ids), ids
+
+
+def test_sample_ratio_is_checked() -> None:
+    with pytest.raises(ValueError, match="sample_ratio must be between 0 and 1"):
+        OpenTelemetryHooks(sample_ratio=1.5)
+
+
 async def test_a_run_the_worker_abandons_at_shutdown_still_ends_its_span(
         app: App, tracing: tuple[TracerProvider, InMemorySpanExporter]) -> None:
     provider, exporter = tracing
