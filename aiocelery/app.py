@@ -153,7 +153,7 @@ class App:
         for start in range(0, len(outgoing), chunk):
             batch = outgoing[start:start + chunk]
             ids += [p.task_id for p in await self._publish(batch, batch[0].message)]
-        return [AsyncResult(task_id, self._backend_getter, o.message.name, self.revoke)
+        return [AsyncResult(task_id, self._backend_getter, o.message.name, self.revoke, just_sent=True)
                 for task_id, o in zip(ids, outgoing, strict=True)]
 
     async def _send_plan(self, plan: Plan) -> None:
@@ -210,7 +210,7 @@ class App:
         message = self._message(name, args, kwargs, options)
         [published] = await self._publish([Outgoing(message, message.encode(self.config.max_payload_bytes))],
                                           message)
-        return AsyncResult(published.task_id, self._backend_getter, name, self.revoke)
+        return AsyncResult(published.task_id, self._backend_getter, name, self.revoke, just_sent=True)
 
     def _message(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
                  options: SendOptions) -> TaskMessage:

@@ -18,16 +18,17 @@ R = TypeVar("R")
 class AsyncResult(Generic[R]):
     """The result of a sent task: ``await r.get(timeout=5)`` returns its value or raises."""
 
-    __slots__ = ("_backend", "_revoker", "id", "name")
+    __slots__ = ("_backend", "_just_sent", "_revoker", "id", "name")
 
     def __init__(self, task_id: str, backend: ResultBackend | Callable[[], ResultBackend], name: str = "",
-                 revoker: Callable[[str, bool], Awaitable[str]] | None = None) -> None:
+                 revoker: Callable[[str, bool], Awaitable[str]] | None = None, *, just_sent: bool = False) -> None:
         self.id = task_id
         """The task id."""
         self.name = name
         """The task name when known locally ('' for a handle built from a bare id)."""
         self._backend = backend
         self._revoker = revoker
+        self._just_sent = just_sent  # made by this process's send: the first get() need not read first
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.name or '?'}[{self.id}]>"
@@ -64,7 +65,8 @@ class AsyncResult(Generic[R]):
         Raises TaskFailed (with the remote traceback), TaskDead, TaskRevoked, ResultNotFound for
         an id that was never sent, and ResultTimeout when ``timeout`` seconds pass first.
         """
-        value: R = outcome_of(await self._resolve().wait(self.id, timeout))
+        just_sent, self._just_sent = self._just_sent, False
+        value: R = outcome_of(await self._resolve().wait(self.id, timeout, just_sent=just_sent))
         return value
 
 

@@ -24,12 +24,14 @@ async def wait_for_record(
     read: Reader,
     subscribe: Subscribe,
     unsubscribe: Unsubscribe,
+    *,
+    read_first: bool = True,
 ) -> TaskRecord:
     """Return ``task_id``'s record once final, waking on notification; a slow re-check is the net.
 
     One read first (a finished task returns at once, even with ``timeout=0``); otherwise it
     subscribes, waits for the confirmation and reads again, so a result stored in between is
-    never missed.
+    never missed. Without ``read_first`` (a task this process just sent) it subscribes at once.
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -41,12 +43,13 @@ async def wait_for_record(
     seen = ["PENDING"]  # the last state read, for the timeout's message
     subscribed = False
     try:
-        first = await _read(read, task_id, deadline, loop)  # a finished task returns at once
-        if first is None:
-            raise ResultNotFound(task_id)
-        if first.ready:
-            return first
-        seen[0] = first.state
+        if read_first or (timeout is not None and timeout <= 0):  # timeout 0: one look, no wait
+            first = await _read(read, task_id, deadline, loop)  # a finished task returns at once
+            if first is None:
+                raise ResultNotFound(task_id)
+            if first.ready:
+                return first
+            seen[0] = first.state
         await _bounded(subscribe(listener), deadline, loop)
         subscribed = True
         return await _until_final(task_id, read, woke, deadline, loop, seen)

@@ -14,8 +14,10 @@ class ResultBackend(Protocol):
         """The current record, or None when the id is unknown (never sent, or expired)."""
         ...
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
-        """Return the record once it is final; ResultNotFound / ResultTimeout / ResultLost otherwise."""
+    async def wait(self, task_id: str, timeout: float | None, *, just_sent: bool = False) -> TaskRecord:
+        """Return the record once it is final; ResultNotFound / ResultTimeout / ResultLost otherwise.
+        ``just_sent``: this process sent it a moment ago, so it is most likely not done: subscribe
+        before the first read (one round trip fewer)."""
         ...
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ class MemoryBackend:
         """The record of ``task_id``, or None."""
         return self.store.snapshot(task_id)
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
+    async def wait(self, task_id: str, timeout: float | None, *, just_sent: bool = False) -> TaskRecord:
         """Wait for the final record (see ``wait_for_record``)."""
         listeners = self.store.listeners
 
@@ -31,7 +31,8 @@ class MemoryBackend:
             if not group:
                 listeners.pop(task_id, None)
 
-        return await wait_for_record(task_id, timeout, self.get_record, subscribe, unsubscribe)
+        return await wait_for_record(task_id, timeout, self.get_record, subscribe, unsubscribe,
+                                     read_first=not just_sent)
 
     async def close(self) -> None:
         """Nothing to close."""

@@ -28,7 +28,7 @@ class RedisBackend:
         values: Any = await self._client.hmget(self._keys.task(task_id), _FIELDS)
         return _to_record(task_id, values)
 
-    async def wait(self, task_id: str, timeout: float | None) -> TaskRecord:
+    async def wait(self, task_id: str, timeout: float | None, *, just_sent: bool = False) -> TaskRecord:
         """Wait for the final record (see ``wait_for_record``)."""
         channel = self._keys.done(task_id)
 
@@ -38,7 +38,8 @@ class RedisBackend:
         async def unsubscribe(listener: Listener) -> None:
             await self._hub.unsubscribe(channel, listener)
 
-        return await wait_for_record(task_id, timeout, self.get_record, subscribe, unsubscribe)
+        return await wait_for_record(task_id, timeout, self.get_record, subscribe, unsubscribe,
+                                     read_first=not just_sent)
 
     async def close(self) -> None:
         """The app closes the shared client and hub."""
