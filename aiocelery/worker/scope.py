@@ -1,7 +1,8 @@
 """A cancel scope for one run, in plain asyncio: a deadline and/or ``cancel()`` from elsewhere.
 
-The worker wraps every run in one (revoke with terminate, a lost lease) and a time-limited task
-in a second (its hard limit), so it must cost next to nothing: no anyio backend lookup, no
+The worker wraps every run in one (revoke with terminate, a lost lease), a time-limited task in
+a second (its hard limit), and each fetch in one (stopping interrupts a blocking read), so it
+must cost next to nothing: no anyio backend lookup, no
 timer unless there is a deadline. Like ``asyncio.timeout``, it swallows only the cancellation
 it asked for: when the worker itself is being cancelled too (shutdown), the ``CancelledError``
 goes on up.
