@@ -141,6 +141,19 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
+def run_workload(args: argparse.Namespace, workloads: dict[str, Callable[..., Coroutine[Any, Any, None]]],
+                 unsupported: dict[str, str] | None = None) -> None:
+    """Run the client workload ``args.workload`` from ``workloads`` (W2 also gets ``max_seconds``);
+    one the library has no API for is reported with the reason in ``unsupported``."""
+    reason = (unsupported or {}).get(args.workload)
+    if reason is not None:
+        emit(na=reason)
+        return
+    workload = workloads[args.workload]
+    extra = (args.max_seconds,) if args.workload == "W2" else ()
+    run(lambda: workload(args.n, *extra))
+
+
 def exec_module(module: str, *args: str) -> None:
     """Become ``python -m module args...`` (same pid: the driver measures this very process)."""
     here = os.path.dirname(os.path.abspath(__file__))

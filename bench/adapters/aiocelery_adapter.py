@@ -26,7 +26,7 @@ from _common import (
     ready_then_wait,
     redis_url,
     round_trips,
-    run,
+    run_workload,
     uvloop_version,
     version_of,
     zero_probe,
@@ -101,17 +101,8 @@ def main() -> None:
     elif args.command == "worker":
         exec_module("aiocelery", "worker", "-A", "aiocelery_adapter:app", "-c", str(args.concurrency),
                     "-l", "warning")
-    elif args.workload == "W1":
-        run(lambda: w1(args.n))
-    elif args.workload == "W2":
-        run(lambda: w2(args.n, args.max_seconds))
-    elif args.workload == "W3":
-        run(lambda: w3(args.n))
-    elif args.workload == "W6":
-        run(lambda: w6(args.n))
     else:
-        run(lambda: w7(args.n))
-
+        run_workload(args, {"W1": w1, "W2": w2, "W3": w3, "W6": w6, "W7": w7})
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,7 @@ from _common import (
     ready_then_wait,
     redis_url,
     round_trips,
-    run,
+    run_workload,
     uvloop_version,
     version_of,
     zero_probe,
@@ -119,17 +119,8 @@ def main() -> None:
              result_api="job.result(): polls every 0.5 s (poll_delay); idle worker polls the queue every 0.5 s")
     elif args.command == "worker":
         exec_module("arq", "arq_adapter.WorkerSettings", "--custom-log-dict", "arq_adapter.LOG_CONFIG")
-    elif args.workload == "W1":
-        run(lambda: w1(args.n))
-    elif args.workload == "W2":
-        run(lambda: w2(args.n, args.max_seconds))
-    elif args.workload == "W3":
-        run(lambda: w3(args.n))
-    elif args.workload == "W6":
-        emit(na="arq has no batch enqueue API")
     else:
-        run(lambda: w7(args.n))
-
+        run_workload(args, {"W1": w1, "W2": w2, "W3": w3, "W7": w7}, {"W6": "arq has no batch enqueue API"})
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,7 @@ from _common import (
     ready_then_wait,
     redis_url,
     round_trips,
-    run,
+    run_workload,
     uvloop_version,
     version_of,
     zero_probe,
@@ -114,17 +114,8 @@ def main() -> None:
              result_api="job.refresh(until_complete=): pub/sub (queue.apply/map poll every 0.5 s)")
     elif args.command == "worker":
         exec_module("saq", "saq_adapter.settings")
-    elif args.workload == "W1":
-        run(lambda: w1(args.n))
-    elif args.workload == "W2":
-        run(lambda: w2(args.n, args.max_seconds))
-    elif args.workload == "W3":
-        run(lambda: w3(args.n))
-    elif args.workload == "W6":
-        emit(na="SAQ has no batch enqueue API")
     else:
-        run(lambda: w7(args.n))
-
+        run_workload(args, {"W1": w1, "W2": w2, "W3": w3, "W7": w7}, {"W6": "SAQ has no batch enqueue API"})
 
 if __name__ == "__main__":
     main()

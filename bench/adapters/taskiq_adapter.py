@@ -29,7 +29,7 @@ from _common import (
     ready_then_wait,
     redis_url,
     round_trips,
-    run,
+    run_workload,
     uvloop_version,
     version_of,
 )
@@ -99,17 +99,8 @@ def main() -> None:
     elif args.command == "worker":
         exec_module("taskiq", "worker", "taskiq_adapter:broker", "--workers", "1",
                     "--max-async-tasks", str(args.concurrency), "--log-level", "WARNING")
-    elif args.workload == "W1":
-        run(lambda: w1(args.n))
-    elif args.workload == "W2":
-        run(lambda: w2(args.n, args.max_seconds))
-    elif args.workload == "W3":
-        run(lambda: w3(args.n))
-    elif args.workload == "W6":
-        emit(na="taskiq has no batch kick API")
     else:
-        run(lambda: w7(args.n))
-
+        run_workload(args, {"W1": w1, "W2": w2, "W3": w3, "W7": w7}, {"W6": "taskiq has no batch kick API"})
 
 if __name__ == "__main__":
     main()
