@@ -102,22 +102,20 @@ class RedisBroker:
             task_id = _str(fields.get(b"id") or b"")
             pairs += [_str(entry_id), task_id]
             task_keys.append(self._keys.task(task_id))
-        _, rows = await self._begin_script.call(
-            [self._keys.stream(queue), self._keys.dead(queue), *task_keys],
-            [GROUP, consumer, self._max_crashes, worker, self._ttl_ms, self._keys.done_prefix, self._keys.task(""),
-             "", *pairs],
-        )
+        _, rows = await self._begin_script.call([self._keys.stream(queue), self._keys.dead(queue), *task_keys],
+                                                [*self._begin_argv(consumer, worker), "", *pairs])
         return self._deliveries(queue, worker, rows)
 
     async def _read_and_begin(self, queue: str, consumer: str, worker: str, count: int) -> tuple[int, list[Delivery]]:
         """begin.lua reading up to ``count`` new entries itself (no BLOCK): one round trip when
         work is waiting. Returns how many entries it read (0: the queue has none) and the deliveries."""
-        read, rows = await self._begin_script.call(
-            [self._keys.stream(queue), self._keys.dead(queue)],
-            [GROUP, consumer, self._max_crashes, worker, self._ttl_ms, self._keys.done_prefix, self._keys.task(""),
-             count],
-        )
+        read, rows = await self._begin_script.call([self._keys.stream(queue), self._keys.dead(queue)],
+                                                   [*self._begin_argv(consumer, worker), count])
         return int(read), self._deliveries(queue, worker, rows)
+
+    def _begin_argv(self, consumer: str, worker: str) -> list[str | int]:
+        """begin.lua's ARGV 1-7 (see the script's header)."""
+        return [GROUP, consumer, self._max_crashes, worker, self._ttl_ms, self._keys.done_prefix, self._keys.task("")]
 
     @staticmethod
     def _deliveries(queue: str, worker: str, rows: list[Any]) -> list[Delivery]:
