@@ -9,9 +9,8 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
-import redis.asyncio as aioredis
-
 from ._clock import Clock
+from ._redis.errors import RedisError
 from .backends.base import ResultBackend
 from .brokers.base import Broker, Outgoing, Published
 from .canvas import Plan
@@ -195,7 +194,7 @@ class App:
     async def _publish(self, items: list[Outgoing], first: TaskMessage) -> list[Published]:
         try:  # the broker bounds each round trip by send_timeout_s
             return await self._connections().broker.publish(items)
-        except (TimeoutError, aioredis.RedisError, OSError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             what = f"task {first.name!r} (id {first.id})" if len(items) == 1 else (
                 f"{len(items)} tasks (first: {first.name!r}, id {first.id})")
             raise SendError(

@@ -152,7 +152,7 @@ def _check_url(name: str, url: str) -> None:
         port = parts.port
     except ValueError:
         raise ConfigError(f"{name} URL {redact_url(url)!r} has an invalid port") from None
-    if port == 0:  # redis-py would silently connect to 6379 instead
+    if port == 0:  # a URL parser would silently take 6379 instead
         raise ConfigError(f"{name} URL {redact_url(url)!r} has port 0; give the real port")
 
 

@@ -58,6 +58,8 @@ class Delivery:
     """What follows this task in a workflow (``workflow.Wf`` JSON), or empty."""
     created_ms: int = 0
     """When it was sent (broker time): queue wait = start - this."""
+    crashes: int = 0
+    """Worker crashes (lost leases) this task was started in before, counting this start's."""
 
     @property
     def run_number(self) -> int:

@@ -40,7 +40,7 @@ class Connections:
         if self.hub is not None:
             await self.hub.close()
         if self.client is not None:
-            await self.client.aclose(close_connection_pool=True)
+            await self.client.aclose()
 
 
 def connect(config: Config, clock: Clock | None = None) -> Connections:

@@ -2,8 +2,8 @@
 
 aiocelery is installed from this working tree (``pip install -e``, no extras) into
 ``<cache>/venvs/aiocelery``, so it runs with exactly what ``pip install aiocelery`` brings, like
-the peers: not the project's dev venv, whose extras (OpenTelemetry, Prometheus) change what
-redis-py imports and so the worker's memory. If that install fails, the dev venv is used and
+the peers: not the project's dev venv, whose extras (OpenTelemetry, Prometheus) and test tools
+would add to the worker's memory. If that install fails, the dev venv is used and
 the run says so.
 
 Peers are installed from PyPI with pip into ``~/.cache/aiocelery-bench/venvs/<peer>`` (override

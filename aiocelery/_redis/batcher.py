@@ -14,11 +14,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
-
-from . import wire
 from .client import Client
+from .scripts import Script
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 Args = tuple[list[str], list[Any]]
@@ -38,7 +35,7 @@ class ScriptBatcher:
 
     MERGE_MAX = 256
 
-    def __init__(self, client: Client, script: AsyncScript, *, merge: bool = False, unit_keys: int = 1,
+    def __init__(self, client: Client, script: Script, *, merge: bool = False, unit_keys: int = 1,
                  timeout_s: float | None = None) -> None:
         self._client = client
         self._timeout_s = timeout_s
@@ -96,12 +93,7 @@ class ScriptBatcher:
             calls = [([k for keys, _ in c for k in keys], [a for _, args in c for a in args]) for c in chunks]
         else:
             calls = batch
-        sha = self._script.sha
-        pool, timeout_s = self._client.connection_pool, self._timeout_s
-        replies = await wire.execute(pool, [wire.evalsha(sha, k, a) for k, a in calls], timeout_s=timeout_s)
-        if any(isinstance(r, NoScriptError) for r in replies):
-            await self._client.script_load(self._script.script)
-            replies = await wire.execute(pool, [wire.evalsha(sha, k, a) for k, a in calls], timeout_s=timeout_s)
+        replies = await self._client.run_scripts(self._script, calls, timeout_s=self._timeout_s)
         if not self._merge:
             return replies
         out: list[Any] = []

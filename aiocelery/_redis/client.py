@@ -1,57 +1,195 @@
-"""Redis clients configured against redis-py's defaults that bite (RELIABILITY.md section 5)."""
+"""aiocelery's Redis client: a small pool of connections, hiredis for parsing and packing.
+
+A call (one command, or many in one write) has a connection to itself for its round trip, so
+anything unexpected on it (a timeout, a lost or garbled reply) drops just that connection and
+can never shift replies onto another caller. Concurrent script calls are merged before they
+get here (``ScriptBatcher``), so a busy process still uses few connections; callers beyond
+``max_connections`` wait for one. A call's wait is bounded by the socket timeout (and, when
+given, its own ``timeout_s``); calls failed by a lost or silent connection are retried with
+jittered backoff, which is safe because every write aiocelery makes is an idempotent script
+keyed by the task id, or a command that is idempotent by itself.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from .._backoff import Backoff
+from .connection import Connection, Target, open_connection
+from .errors import RedisConnectionError, RedisTimeoutError, ReplyError
+from .scripts import Script
+from .wire import Arg, evalsha, pack
 
-Client = aioredis.Redis
 
+class Client:
+    """A lazily connecting, reconnecting Redis client (see the module docstring)."""
 
-class Connection(aioredis.Connection):
-    """redis-py's connection, with uvloop's error for a write on a closed transport (a
-    RuntimeError, MagicStack/uvloop#506) turned into the ConnectionError redis-py retries on."""
+    def __init__(self, url: str, *, max_connections: int = 64, socket_timeout: float | None = 10.0,
+                 connect_timeout: float = 5.0, attempts: int = 4) -> None:
+        self.target = Target.from_url(url)
+        self._max = max_connections
+        self._socket_timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._attempts = attempts
+        self._idle: list[Connection] = []
+        self._count = 0
+        """Connections open, being opened, or in use."""
+        self._queue: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
+        """Callers waiting for a connection: handed one, or None (open one yourself)."""
+        self._busy: set[Connection] = set()
+        self._closed = False
 
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        try:
-            await super().send_packed_command(command, check_health)
-        except RuntimeError as exc:
-            if "closed" not in str(exc):
+    async def call(self, *args: Arg) -> Any:
+        """Run one command; returns its reply or raises its ``ReplyError``."""
+        (reply,) = await self.execute([pack(args)])
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    async def call_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Run ``commands`` in one round trip; error replies come back in place, as ``ReplyError``."""
+        return await self.execute([pack(c) for c in commands]) if commands else []
+
+    async def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        """EVALSHA ``script``; returns its reply or raises its error."""
+        (reply,) = await self.run_scripts(script, [(keys, args)])
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    async def run_scripts(self, script: Script, calls: Sequence[tuple[Sequence[Arg], Sequence[Arg]]], *,
+                          timeout_s: float | None = None) -> list[Any]:
+        """EVALSHA ``script`` once per (keys, args) in one round trip; replies in place. A NOSCRIPT
+        reply (Redis restarted or flushed its script cache) loads the script and runs them again."""
+        packed = [evalsha(script.sha, keys, args) for keys, args in calls]
+        replies = await self.execute(packed, timeout_s=timeout_s)
+        if any(isinstance(r, ReplyError) and r.code == "NOSCRIPT" for r in replies):
+            await self.execute([pack(("SCRIPT", "LOAD", script.text))], timeout_s=timeout_s)
+            replies = await self.execute(packed, timeout_s=timeout_s)
+        return replies
+
+    async def execute(self, commands: list[bytes], *, timeout_s: float | None = None) -> list[Any]:
+        """Send packed ``commands`` in one write and return their replies, error replies in place.
+
+        Each attempt must end within the socket timeout and, with ``timeout_s``, all attempts
+        within that: one timer per attempt. A lost connection, or one on which the wait timed
+        out, is retried on a new connection.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        data = commands[0] if len(commands) == 1 else b"".join(commands)
+        backoff: Backoff | None = None
+        for attempt in range(self._attempts):
+            limit = _limit(self._socket_timeout, None if deadline is None else deadline - loop.time())
+            conn: Connection | None = None
+            try:
+                async with asyncio.timeout(limit):
+                    conn = await self._acquire()
+                    replies = await conn.send(data, len(commands))
+                self._release(conn)
+                return replies
+            except TimeoutError:
+                if conn is not None:  # stalled, or a reply went missing: never reuse it
+                    conn.abort(RedisTimeoutError(f"a reply took over {limit} s; connection dropped"))
+                error: Exception = RedisTimeoutError(f"no reply from Redis within {limit} s")
+            except RedisConnectionError as exc:
+                error = exc
+            except BaseException:
+                if conn is not None:  # cancelled mid round trip: its reply must reach nobody else
+                    conn.abort()
+                    self._release(conn)
                 raise
-            await self.disconnect(nowait=True)
-            raise aioredis.ConnectionError(f"connection closed while writing: {exc}") from exc
+            if conn is not None:
+                self._release(conn)
+            remaining = None if deadline is None else deadline - loop.time()
+            if attempt + 1 == self._attempts or self._closed or (remaining is not None and remaining <= 0):
+                raise error
+            backoff = backoff or Backoff(base=0.05, cap=1.0)
+            delay = backoff.next_delay()
+            await asyncio.sleep(delay if remaining is None else min(delay, remaining))
+        raise AssertionError("unreachable")
+
+    async def _acquire(self) -> Connection:
+        """An idle connection, a new one while under ``max_connections``, or the next released."""
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.is_open:
+                self._busy.add(conn)
+                return conn
+            self._count -= 1
+        if self._closed:
+            raise RedisConnectionError("the Redis client is closed")
+        if self._count >= self._max:
+            future: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+            self._queue.append(future)
+            try:
+                handed = await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._pass_on(future.result())  # handed over as we were cancelled: not ours
+                raise
+            if handed is not None:
+                return handed
+        else:
+            self._count += 1
+        try:
+            conn = await open_connection(self.target, connect_timeout=self._connect_timeout)
+        except BaseException:
+            self._pass_on(None)
+            raise
+        self._busy.add(conn)
+        return conn
+
+    def _release(self, conn: Connection) -> None:
+        """Give ``conn`` back: to the next waiting caller, or to the idle list (closed: forgotten)."""
+        self._busy.discard(conn)
+        if conn.is_open and not self._closed:
+            self._pass_on(conn)
+        else:
+            conn.abort()
+            self._pass_on(None)
+
+    def _pass_on(self, conn: Connection | None) -> None:
+        """Hand ``conn`` (or, for None, the right to open one) to the first caller still waiting."""
+        while self._queue:
+            future = self._queue.popleft()
+            if not future.done():
+                if conn is not None:
+                    self._busy.add(conn)
+                future.set_result(conn)
+                return
+        if conn is None:
+            self._count -= 1
+        else:
+            self._idle.append(conn)
+
+    async def aclose(self) -> None:
+        """Close every connection; later calls raise ``RedisConnectionError``."""
+        self._closed = True
+        conns = self._idle + list(self._busy)
+        self._idle.clear()
+        self._busy.clear()
+        for conn in conns:
+            conn.abort()
+        for conn in conns:
+            await conn.wait_closed()
 
 
-def _retry() -> Retry:
-    # Safe only because every write is an idempotent script keyed by the task id.
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3)
+def _limit(socket_timeout: float | None, remaining: float | None) -> float | None:
+    """The time one attempt gets: the socket timeout, capped by what is left of the call's."""
+    if remaining is None:
+        return socket_timeout
+    return max(0.0, remaining if socket_timeout is None else min(socket_timeout, remaining))
 
 
 def command_client(url: str, max_connections: int, socket_timeout: float = 10.0) -> Client:
-    """A client whose pool makes callers wait for a free connection instead of raising."""
-    pool: aioredis.BlockingConnectionPool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=None,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=5.0,
-        retry=_retry(),
-        retry_on_error=[ConnectionError],
-        connection_class=Connection,
-    )
-    return aioredis.Redis(connection_pool=pool)
+    """The process's client for commands and scripts."""
+    return Client(url, max_connections=max_connections, socket_timeout=socket_timeout)
 
 
 def blocking_client(url: str, block_s: float) -> Client:
-    """A one-connection client for blocking reads, whose socket outlives the block."""
-    kwargs: dict[str, Any] = {
-        "socket_timeout": block_s + 5.0,
-        "socket_connect_timeout": 5.0,
-        "single_connection_client": True,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=1),
-        "connection_class": Connection,
-    }
-    return aioredis.Redis.from_url(url, **kwargs)
+    """A client for blocking reads, whose timeout outlives the block (one retry)."""
+    return Client(url, max_connections=1, socket_timeout=block_s + 5.0, attempts=2)

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from importlib import resources
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ..records import Delivery
 from .keys import GROUP, Keys
+from .scripts import Script
+from .sync import SyncClient
 
 
 class RedisLeaseKeeper:
@@ -23,10 +20,8 @@ class RedisLeaseKeeper:
 
     def __init__(self, url: str, keys: Keys, consumer: str) -> None:
         # no client-side retries: a stalled pass must end quickly, the next pass comes lease/3 later
-        self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
-                                            retry=Retry(NoBackoff(), 0))
-        text = resources.files("aiocelery.brokers").joinpath("lua", "renew.lua").read_text("utf-8")
-        self._renew = self._client.register_script(text)
+        self._client = SyncClient(url, timeout=2.0)
+        self._renew = Script.named("renew")
         self._keys = keys
         self._consumer = consumer
 
@@ -41,7 +36,8 @@ class RedisLeaseKeeper:
             for d in deliveries:
                 args += [d.entry_id, d.attempt]
             keys = [self._keys.stream(queue), *(self._keys.task(d.task_id) for d in deliveries)]
-            lost += [e.decode() if isinstance(e, bytes) else str(e) for e in self._renew(keys=keys, args=args)]
+            reply = self._client.run_script(self._renew, keys, args)
+            lost += [e.decode() if isinstance(e, bytes) else str(e) for e in reply]
         return lost
 
     def close(self) -> None:

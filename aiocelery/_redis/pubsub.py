@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
+from typing import Any
 
 from .._backoff import Backoff
-from .client import Connection
+from .connection import Connection, Target, open_connection
+from .errors import RedisConnectionError
+from .wire import pack
 
 Listener = Callable[[bytes | None], None]
 log = logging.getLogger("aiocelery.pubsub")
@@ -37,11 +36,10 @@ class PubSubHub:
     """Owns one subscriber connection and its reader task; reconnects by itself."""
 
     def __init__(self, url: str) -> None:
-        self._pool = aioredis.ConnectionPool.from_url(url, socket_timeout=None, socket_connect_timeout=5.0,
-                                                      connection_class=Connection)
+        self._target = Target.from_url(url)
         self._channels: dict[str, _Channel] = {}
         self._orphan_subs: dict[str, int] = {}
-        self._conn: AbstractConnection | None = None
+        self._conn: Connection | None = None
         self._reader: asyncio.Task[None] | None = None
         self.reconnects = 0
 
@@ -78,10 +76,7 @@ class PubSubHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
-        if self._conn is not None:
-            await self._conn.disconnect()
-            self._conn = None
-        await self._pool.disconnect()
+        await self._drop()
 
     def _start(self) -> None:
         if self._reader is None or self._reader.done():
@@ -92,26 +87,26 @@ class PubSubHub:
         if conn is None:
             return  # the reader resubscribes every channel when it connects
         try:
-            await conn.send_command(*args, check_health=False)
-        except (ConnectionError, OSError, aioredis.RedisError) as exc:
+            conn.write(pack(args))
+        except OSError as exc:
             log.debug("pub/sub send failed (%s); the reader reconnects and resubscribes", exc)
 
     async def _read_forever(self) -> None:
         backoff = Backoff()
         while True:
             try:
-                await self._connect()
+                conn = await self._connect()
                 backoff.reset()
-                await self._read(self._conn)
-            except (ConnectionError, OSError, RuntimeError, aioredis.RedisError) as exc:
+                await conn.wait_closed()
+                raise RedisConnectionError("connection closed by Redis")
+            except OSError as exc:
                 delay = backoff.next_delay()
                 log.warning("pub/sub connection lost (%s); reconnecting in %.2f s", exc, delay)
                 await self._drop()
                 await asyncio.sleep(delay)
 
-    async def _connect(self) -> None:
-        conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-        await conn.connect()  # type: ignore[no-untyped-call]
+    async def _connect(self) -> Connection:
+        conn = await open_connection(self._target, on_push=self._on_push)
         if self.reconnects or self._channels:
             self._orphan_subs.clear()
             for ch in self._channels.values():
@@ -121,25 +116,25 @@ class PubSubHub:
         self._conn = conn
         self.reconnects += 1
         if self._channels:
-            await conn.send_command("SUBSCRIBE", *self._channels, check_health=False)
+            conn.write(pack(["SUBSCRIBE", *self._channels]))
+        return conn
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            conn.abort()
             with contextlib.suppress(Exception):
-                await conn.disconnect()
+                await conn.wait_closed()
 
-    async def _read(self, conn: AbstractConnection | None) -> None:
-        assert conn is not None
-        while True:
-            reply = await conn.read_response(timeout=math.inf, disable_decoding=True, push_request=True)
-            if not isinstance(reply, list) or len(reply) < 3:
-                continue
-            kind, channel = bytes(reply[0]), bytes(reply[1]).decode()
-            if kind == b"message":
-                self._deliver(channel, bytes(reply[2]))
-            elif kind == b"subscribe":
-                self._confirm(channel)
+    def _on_push(self, reply: Any) -> None:
+        """Every reply on the connection: messages and subscription confirmations."""
+        if not isinstance(reply, list) or len(reply) < 3:
+            return
+        kind, channel = reply[0], reply[1].decode()
+        if kind == b"message":
+            self._deliver(channel, reply[2])
+        elif kind == b"subscribe":
+            self._confirm(channel)
 
     def _deliver(self, channel: str, data: bytes | None) -> None:
         ch = self._channels.get(channel)

@@ -1,35 +1,47 @@
-"""The broker's Lua scripts, loaded once from ``brokers/lua`` and called by EVALSHA."""
+"""The Lua scripts, read once from ``brokers/lua`` and called by EVALSHA."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-from redis.commands.core import AsyncScript
 
-from .client import Client
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A script's text and SHA1 (what EVALSHA names it by)."""
 
+    name: str
+    text: str
+    sha: str
 
-def _text(name: str) -> str:
-    return resources.files("aiocelery.brokers").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    @classmethod
+    def of(cls, name: str, text: str) -> Script:
+        """A script from its text."""
+        return cls(name, text, hashlib.sha1(text.encode()).hexdigest())
+
+    @classmethod
+    def named(cls, name: str) -> Script:
+        """``brokers/lua/<name>.lua``."""
+        return cls.of(name, resources.files("aiocelery.brokers").joinpath("lua", f"{name}.lua").read_text("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)
 class Scripts:
-    """Registered scripts; each reloads itself on NOSCRIPT (e.g. after a Redis restart)."""
+    """The broker's scripts; the client reloads one on NOSCRIPT (e.g. after a Redis restart)."""
 
-    enqueue: AsyncScript
-    begin: AsyncScript
-    settle: AsyncScript
-    release: AsyncScript
-    promote: AsyncScript
-    requeue: AsyncScript
-    revoke: AsyncScript
-    periodic: AsyncScript
-    chord_open: AsyncScript
+    enqueue: Script
+    begin: Script
+    settle: Script
+    release: Script
+    promote: Script
+    requeue: Script
+    revoke: Script
+    periodic: Script
+    chord_open: Script
 
     @classmethod
-    def register(cls, client: Client) -> Scripts:
-        """Register every script with ``client``."""
+    def load(cls) -> Scripts:
+        """Read every script."""
         names = ("enqueue", "begin", "settle", "release", "promote", "requeue", "revoke", "periodic", "chord_open")
-        return cls(**{name: client.register_script(_text(name)) for name in names})
+        return cls(**{name: Script.named(name) for name in names})

@@ -25,7 +25,7 @@ class RedisBackend:
 
     async def get_record(self, task_id: str) -> TaskRecord | None:
         """The record of ``task_id``, or None when Redis has none."""
-        values: Any = await self._client.hmget(self._keys.task(task_id), _FIELDS)
+        values: Any = await self._client.call("HMGET", self._keys.task(task_id), *_FIELDS)
         return _to_record(task_id, values)
 
     async def wait(self, task_id: str, timeout: float | None, *, just_sent: bool = False) -> TaskRecord:

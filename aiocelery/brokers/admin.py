@@ -20,6 +20,7 @@ from .. import states
 from .._redis.client import Client
 from .._redis.keys import GROUP, Keys
 from .._redis.pubsub import PubSubHub
+from .._redis.replies import entries, fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,18 +85,17 @@ class RedisAdmin:
         stream = k.stream(queue)
         running, last, lag = 0, "0-0", None
         with contextlib.suppress(Exception):  # no stream or no group yet: nothing delivered
-            groups: Any = await self._client.xinfo_groups(stream)
-            for g in groups:
-                if _text(g.get("name")) == GROUP:
-                    running = int(g.get("pending") or 0)
-                    last = _text(g.get("last-delivered-id")) or "0-0"
-                    lag = g.get("lag")
+            for g in await self._groups(stream):
+                if _text(g.get(b"name")) == GROUP:
+                    running = int(g.get(b"pending") or 0)
+                    last = _text(g.get(b"last-delivered-id")) or "0-0"
+                    lag = g.get(b"lag")
         # entries past the group's last delivered id wait; the stream holds only unsettled ones
-        waiting = int(lag) if lag is not None else int(await self._client.xlen(stream)) - running
-        first: Any = await self._client.xrange(stream, f"({last}", "+", count=1)
+        waiting = int(lag) if lag is not None else int(await self._client.call("XLEN", stream)) - running
+        first = entries(await self._client.call("XRANGE", stream, f"({last}", "+", "COUNT", 1))
         oldest = max(0.0, time.time() - int(_text(first[0][0]).split("-")[0]) / 1000) if first else None
-        delayed = int(await self._client.zcard(k.delayed(queue)))
-        dead = int(await self._client.xlen(k.dead(queue)))
+        delayed = int(await self._client.call("ZCARD", k.delayed(queue)))
+        dead = int(await self._client.call("XLEN", k.dead(queue)))
         return QueueStats(queue, waiting, running, delayed, dead, oldest)
 
     async def purge(self, queue: str) -> int:
@@ -104,43 +104,45 @@ class RedisAdmin:
         stream = k.stream(queue)
         ids: list[tuple[str, str]] = []
         with contextlib.suppress(Exception):
-            groups: Any = await self._client.xinfo_groups(stream)
-            last = next((_text(g.get("last-delivered-id")) for g in groups if _text(g.get("name")) == GROUP), "0-0")
-            entries: Any = await self._client.xrange(stream, f"({last}", "+")
-            ids = [(_text(e), _text(f.get(b"id", b""))) for e, f in entries]
-        delayed = [_text(m) for m in await self._client.zrange(k.delayed(queue), 0, -1)]
-        async with self._client.pipeline(transaction=False) as pipe:
-            for entry, _ in ids:
-                pipe.xdel(stream, entry)
-            pipe.delete(k.delayed(queue))
-            for task_id in [t for _, t in ids] + delayed:
-                pipe.hset(k.task(task_id), mapping={"state": states.REVOKED, "reason": "purged"})
-                pipe.pexpire(k.task(task_id), self._ttl_ms)
-                pipe.publish(k.done(task_id), states.REVOKED)
-            await pipe.execute()
+            groups = await self._groups(stream)
+            last = next((_text(g.get(b"last-delivered-id")) for g in groups if _text(g.get(b"name")) == GROUP),
+                        "0-0")
+            found = entries(await self._client.call("XRANGE", stream, f"({last}", "+"))
+            ids = [(_text(e), _text(f.get(b"id", b""))) for e, f in found]
+        delayed = [_text(m) for m in await self._client.call("ZRANGE", k.delayed(queue), 0, -1)]
+        commands: list[tuple[str | int, ...]] = [("XDEL", stream, entry) for entry, _ in ids]
+        commands.append(("DEL", k.delayed(queue)))
+        for task_id in [t for _, t in ids] + delayed:
+            commands += [("HSET", k.task(task_id), "state", states.REVOKED, "reason", "purged"),
+                         ("PEXPIRE", k.task(task_id), self._ttl_ms),
+                         ("PUBLISH", k.done(task_id), states.REVOKED)]
+        await self._client.call_many(commands)
         return len(ids) + len(delayed)
+
+    async def _groups(self, stream: str) -> list[dict[bytes, Any]]:
+        """XINFO GROUPS, each group's fields as a dict (raises when the stream does not exist)."""
+        return [fields(g) for g in await self._client.call("XINFO", "GROUPS", stream)]
 
     async def announce(self, worker_id: str, info: dict[str, Any], ttl_s: float) -> None:
         """SET the record with a TTL and index it in a zset scored by expiry."""
         expires = int((time.time() + ttl_s) * 1000)
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.set(self._keys.worker(worker_id), orjson.dumps(info), px=int(ttl_s * 1000))
-            pipe.zadd(self._keys.workers, {worker_id: expires})
-            await pipe.execute()
+        await self._client.call_many([
+            ("SET", self._keys.worker(worker_id), orjson.dumps(info), "PX", int(ttl_s * 1000)),
+            ("ZADD", self._keys.workers, expires, worker_id)])
 
     async def retire(self, worker_id: str) -> None:
         """DEL the record and its index entry."""
-        await self._client.delete(self._keys.worker(worker_id))
-        await self._client.zrem(self._keys.workers, worker_id)
+        await self._client.call("DEL", self._keys.worker(worker_id))
+        await self._client.call("ZREM", self._keys.workers, worker_id)
 
     async def workers(self) -> list[dict[str, Any]]:
         """Live records; expired index entries are dropped."""
         now = int(time.time() * 1000)
-        await self._client.zremrangebyscore(self._keys.workers, "-inf", now)
-        ids = [_text(m) for m in await self._client.zrange(self._keys.workers, 0, -1)]
+        await self._client.call("ZREMRANGEBYSCORE", self._keys.workers, "-inf", now)
+        ids = [_text(m) for m in await self._client.call("ZRANGE", self._keys.workers, 0, -1)]
         if not ids:
             return []
-        raw: Any = await self._client.mget([self._keys.worker(i) for i in ids])
+        raw: Any = await self._client.call("MGET", *[self._keys.worker(i) for i in ids])
         return [orjson.loads(r) for r in raw if r]
 
     async def control(self, command: str, worker: str | None, timeout_s: float) -> list[dict[str, Any]]:
@@ -155,7 +157,7 @@ class RedisAdmin:
         await self._hub.subscribe(reply_to, collect)
         try:
             message = {"command": command, "worker": worker, "reply_to": reply_to}
-            await self._client.publish(self._keys.control, orjson.dumps(message))
+            await self._client.call("PUBLISH", self._keys.control, orjson.dumps(message))
             await asyncio.sleep(timeout_s)
         finally:
             await self._hub.unsubscribe(reply_to, collect)
@@ -171,7 +173,7 @@ class RedisAdmin:
             message = orjson.loads(data)
             reply = on_command(message)
             if reply is not None and message.get("reply_to"):
-                task = asyncio.ensure_future(self._client.publish(message["reply_to"], orjson.dumps(reply)))
+                task = asyncio.ensure_future(self._client.call("PUBLISH", message["reply_to"], orjson.dumps(reply)))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
 

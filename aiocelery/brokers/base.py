@@ -11,14 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.exceptions
-
 from ..message import TaskMessage
 from ..records import DeadLetter, Delivery, Settlement
 from ..workflow import ChordInit, Spec
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionError, OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
 """Errors after which a broker call may succeed if tried again (connection loss, timeouts)."""
 
 

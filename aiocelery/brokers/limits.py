@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Protocol
 
 from .._redis.client import Client
+from .._redis.scripts import Script
 from ..rate import Rate
 
 CAP_FULL = -1
@@ -43,9 +43,8 @@ class RedisLimiter:
     """admit.lua on the broker's Redis."""
 
     def __init__(self, client: Client) -> None:
-        text = resources.files("aiocelery.brokers").joinpath("lua", "admit.lua").read_text("utf-8")
         self._client = client
-        self._script = client.register_script(text)
+        self._script = Script.named("admit")
 
     async def admit(self, a: Admission) -> int:
         """One script call checks the rate and the cap together."""
@@ -54,11 +53,11 @@ class RedisLimiter:
         rate = a.rate
         args = ["" if rate is None else rate.interval_ms, 1 if rate is None else rate.burst,
                 "" if a.slot_key is None else a.limit, a.slot_ttl_ms, a.task_id]
-        return int(await self._script(keys=keys, args=args))
+        return int(await self._client.run_script(self._script, keys, args))
 
     async def release(self, slot_key: str, task_id: str) -> None:
         """ZREM the task from the slot set."""
-        await self._client.zrem(slot_key, task_id)
+        await self._client.call("ZREM", slot_key, task_id)
 
 
 @dataclass(slots=True)

@@ -259,7 +259,8 @@ class MemoryBroker:
         e.state, e.started_ms, e.worker = states.STARTED, self._now(), worker
         return Delivery(task_id=task_id, name=e.name, queue=queue, entry_id=entry_id, attempt=e.attempt,
                         payload=e.payload, redelivered=e.attempt - e.deferrals > 1, worker=worker,
-                        retries=e.retries, deferrals=e.deferrals, workflow=e.wf, created_ms=e.created_ms)
+                        retries=e.retries, deferrals=e.deferrals, workflow=e.wf, created_ms=e.created_ms,
+                        crashes=e.crashes)
 
     def _finish(self, queue: str, entry_id: str) -> None:
         self.store.pending.get(queue, {}).pop(entry_id, None)

@@ -13,15 +13,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from .._backoff import Backoff
 from .._redis.batcher import ScriptBatcher
 from .._redis.client import Client, blocking_client
+from .._redis.errors import ReplyError
 from .._redis.keys import GROUP, Keys
 from .._redis.leases import RedisLeaseKeeper
 from .._redis.pubsub import PubSubHub
+from .._redis.replies import Entry, entries, info, text
 from .._redis.scripts import Scripts
 from .._redis.workflow_calls import prepare_call, workflow_call
 from ..records import DeadLetter, Delivery, ErrorInfo, Settlement
@@ -42,7 +42,7 @@ class RedisBroker:
         self._client = client
         self._hub = hub
         self._keys = keys
-        self._scripts = Scripts.register(client)
+        self._scripts = Scripts.load()
         self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True, unit_keys=4, timeout_s=send_timeout_s)
         self._settle = ScriptBatcher(client, self._scripts.settle)
         self._begin_script = ScriptBatcher(client, self._scripts.begin)
@@ -75,30 +75,30 @@ class RedisBroker:
         for i in range(0, max(len(chords), len(later)), 500):
             keys, args = prepare_call(self._keys, chords[i:i + 500], later[i:i + 500], self._ttl_ms)
             if keys:
-                await self._scripts.chord_open(keys=keys, args=args)
+                await self._client.run_script(self._scripts.chord_open, keys, args)
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:
         """Create each queue's consumer group at id 0 (never ``$``: earlier entries would be skipped)."""
-        await self._client.set(self._keys.epoch, str(time.time()), nx=True)
+        await self._client.call("SET", self._keys.epoch, str(time.time()), "NX")
         for queue in queues:
             await self._create_group(queue)
 
     async def _create_group(self, queue: str) -> None:
         try:
-            await self._client.xgroup_create(self._keys.stream(queue), GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            await self._client.call("XGROUP", "CREATE", self._keys.stream(queue), GROUP, "0", "MKSTREAM")
+        except ReplyError as exc:
+            if exc.code != "BUSYGROUP":
                 raise
 
     def consumer(self, queues: Sequence[str], name: str, worker: str) -> RedisConsumer:
         """A consumer with its own blocking connection for XREADGROUP."""
         return RedisConsumer(self, list(queues), name, worker)
 
-    async def _begin(self, queue: str, consumer: str, worker: str, entries: list[Any]) -> list[Delivery]:
+    async def _begin(self, queue: str, consumer: str, worker: str, fetched: list[Entry]) -> list[Delivery]:
         """Run begin.lua on a fetched batch of one queue; returns the deliveries to run."""
         pairs: list[str] = []
         task_keys: list[str] = []
-        for entry_id, fields in entries:
+        for entry_id, fields in fetched:
             task_id = _str(fields.get(b"id") or b"")
             pairs += [_str(entry_id), task_id]
             task_keys.append(self._keys.task(task_id))
@@ -130,7 +130,7 @@ class RedisBroker:
                                 entry_id=_str(row[2]), attempt=attempt, payload=row[5],
                                 redelivered=attempt - deferrals > 1 or int(row[6]) > 1, worker=worker,
                                 retries=int(row[7]), deferrals=deferrals, workflow=row[9],
-                                created_ms=int(row[10])))
+                                created_ms=int(row[10]), crashes=int(row[11])))
         return out
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
@@ -154,10 +154,10 @@ class RedisBroker:
     async def revoke(self, task_id: str, terminate: bool, reason: str) -> str:
         """revoke.lua: stored in the task record (reaches workers started later), pushed when terminating."""
         k = self._keys
-        state = await self._scripts.revoke(
-            keys=[k.task(task_id)],
-            args=[self._ttl_ms, k.done(task_id), k.revoke_channel(), "1" if terminate else "", task_id, reason])
-        return str(state.decode() if isinstance(state, bytes) else state)
+        state = await self._client.run_script(
+            self._scripts.revoke, [k.task(task_id)],
+            [self._ttl_ms, k.done(task_id), k.revoke_channel(), "1" if terminate else "", task_id, reason])
+        return text(state)
 
     async def watch_revocations(self, on_terminate: Callable[[str], None]) -> None:
         """Listen on the revoke channel through the shared pub/sub connection."""
@@ -174,49 +174,57 @@ class RedisBroker:
 
     async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
         """XRANGE of the queue's dead-letter stream."""
-        entries: Any = await self._client.xrange(self._keys.dead(queue), count=count)
-        return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+        reply = await self._client.call("XRANGE", self._keys.dead(queue), "-", "+", "COUNT", count)
+        return [_dead_letter(entry_id, fields) for entry_id, fields in entries(reply)]
 
     async def requeue_dead(self, queue: str, entry_id: str) -> None:
         """requeue.lua: the task goes back to the stream with its id; its dead letter is removed."""
-        entries: Any = await self._client.xrange(self._keys.dead(queue), entry_id, entry_id)
-        if not entries:
+        found = entries(await self._client.call("XRANGE", self._keys.dead(queue), entry_id, entry_id))
+        if not found:
             raise ValueError(f"no dead letter {entry_id} in queue {queue!r}")
-        task_id = entries[0][1].get(b"id", b"").decode()
-        ok, why = await self._scripts.requeue(
-            keys=[self._keys.task(task_id), self._keys.stream(queue), self._keys.dead(queue)],
-            args=[entry_id, task_id])
+        task_id = found[0][1].get(b"id", b"").decode()
+        ok, why = await self._client.run_script(
+            self._scripts.requeue, [self._keys.task(task_id), self._keys.stream(queue), self._keys.dead(queue)],
+            [entry_id, task_id])
         if not int(ok):
             raise ValueError(f"cannot requeue task {task_id} (dead letter {entry_id}): {why.decode()}")
 
     async def purge_dead(self, queue: str) -> int:
         """Delete the dead-letter stream."""
         key = self._keys.dead(queue)
-        count = int(await self._client.xlen(key))
-        await self._client.delete(key)
+        count = int(await self._client.call("XLEN", key))
+        await self._client.call("DEL", key)
         return count
 
     async def health_warnings(self) -> list[str]:
         """Check eviction policy, persistence and server version (RELIABILITY.md section 6)."""
-        info: Any = await self._client.info("server")
+        server = info(await self._client.call("INFO", "server"))
         warnings = []
-        version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+        version = tuple(int(p) for p in server.get("redis_version", "0").split(".")[:2])
         if version < (6, 2):
-            warnings.append(f"Redis {info.get('redis_version')} is older than 6.2; XAUTOCLAIM needs 6.2")
+            warnings.append(f"Redis {server.get('redis_version')} is older than 6.2; XAUTOCLAIM needs 6.2")
         try:
-            conf: Any = await self._client.config_get("maxmemory-policy")
+            conf = await self._config(["maxmemory-policy", "appendonly", "save"])
             policy = conf.get("maxmemory-policy", "noeviction")
             if policy != "noeviction":
                 warnings.append(f"maxmemory-policy is {policy}: Redis may evict queue keys and lose tasks; "
                                 "set it to noeviction")
-            persistence: Any = await self._client.config_get("appendonly")
-            snapshots: Any = await self._client.config_get("save")
-            if persistence.get("appendonly") != "yes" and not snapshots.get("save"):
+            if conf.get("appendonly") != "yes" and not conf.get("save"):
                 warnings.append("persistence is off (appendonly no, no save points): a Redis restart loses "
                                 "every queued task; enable AOF (appendfsync everysec or always)")
-        except aioredis.ResponseError:
+        except ReplyError:
             pass  # CONFIG is disabled (managed Redis): nothing to check
         return warnings
+
+    async def _config(self, names: list[str]) -> dict[str, str]:
+        """CONFIG GET of each name (one round trip)."""
+        replies = await self._client.call_many([("CONFIG", "GET", name) for name in names])
+        out: dict[str, str] = {}
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise reply
+            out.update({text(k): text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)})
+        return out
 
     async def promote_forever(self, queues: Sequence[str]) -> None:
         """Move due tasks to their streams; sleep until the next due time or a wake message."""
@@ -235,7 +243,7 @@ class RedisBroker:
                 try:
                     sleep_s = await self._promote_all(queues)
                     backoff.reset()
-                except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                except OSError as exc:  # connection lost or silent
                     sleep_s = backoff.next_delay()
                     log.warning("promoting delayed tasks failed (%s); retrying in %.2f s", exc, sleep_s)
                 with contextlib.suppress(TimeoutError):
@@ -249,8 +257,8 @@ class RedisBroker:
         soonest: float | None = None
         for queue in queues:
             while True:
-                moved, next_ms = await self._scripts.promote(
-                    keys=[self._keys.delayed(queue), self._keys.stream(queue)], args=[PROMOTE_BATCH])
+                moved, next_ms = await self._client.run_script(
+                    self._scripts.promote, [self._keys.delayed(queue), self._keys.stream(queue)], [PROMOTE_BATCH])
                 if int(moved) < PROMOTE_BATCH:
                     break
             if int(next_ms) >= 0:
@@ -260,12 +268,12 @@ class RedisBroker:
 
     async def now_ms(self) -> int:
         """Redis server time: every scheduler agrees on it, whatever its own clock says."""
-        seconds, micros = await self._client.time()
+        seconds, micros = await self._client.call("TIME")
         return int(seconds) * 1000 + int(micros) // 1000
 
     async def record_fired(self, name: str, fire_ms: int) -> int | None:
         """periodic.lua: keep the maximum handled fire time; returns the previous one."""
-        last = await self._scripts.periodic(keys=[self._keys.periodic(name)], args=[fire_ms])
+        last = await self._client.run_script(self._scripts.periodic, [self._keys.periodic(name)], [fire_ms])
         return None if last is None else int(last)
 
     async def close(self) -> None:
@@ -327,7 +335,7 @@ class RedisConsumer:
             try:
                 read, started = await self._broker._read_and_begin(queue, self.name, self.worker,
                                                                    count - len(deliveries))
-            except ResponseError as exc:
+            except ReplyError as exc:
                 await self._recover(exc)
                 return deliveries
             read_any = read_any or read > 0
@@ -338,22 +346,23 @@ class RedisConsumer:
         b = self._broker
         if self._client is None:
             self._client = blocking_client(b._url, block_s)
-        streams: Any = {b._keys.stream(q): ">" for q in self._queues}
+        streams = [b._keys.stream(q) for q in self._queues]
         try:
-            reply: Any = await self._client.xreadgroup(
-                GROUP, self.name, streams, count=count, block=max(1, int(block_s * 1000)))
-        except ResponseError as exc:
+            reply: Any = await self._client.call(
+                "XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, "BLOCK", max(1, int(block_s * 1000)),
+                "STREAMS", *streams, *[">"] * len(streams))
+        except ReplyError as exc:
             await self._recover(exc)
             return []
         if not reply:
             return []
         self._busy = True
-        by_stream = {name.decode() if isinstance(name, bytes) else name: entries for name, entries in reply}
+        by_stream = {text(name): entries(items) for name, items in reply}
         deliveries: list[Delivery] = []
         for queue in self._queues:
-            entries = by_stream.get(b._keys.stream(queue))
-            if entries:
-                deliveries += await b._begin(queue, self.name, self.worker, entries)
+            fetched = by_stream.get(b._keys.stream(queue))
+            if fetched:
+                deliveries += await b._begin(queue, self.name, self.worker, fetched)
         return deliveries
 
     async def reclaim(self, count: int, min_idle_s: float) -> list[Delivery]:
@@ -365,23 +374,23 @@ class RedisConsumer:
                 break
             stream = b._keys.stream(queue)
             try:
-                reply: Any = await b._client.xautoclaim(stream, GROUP, self.name, int(min_idle_s * 1000),
-                                                        start_id="0-0", count=count - len(out))
-            except ResponseError as exc:
+                reply: Any = await b._client.call("XAUTOCLAIM", stream, GROUP, self.name, int(min_idle_s * 1000),
+                                                  "0-0", "COUNT", count - len(out))
+            except ReplyError as exc:
                 await self._recover(exc)
                 return out
-            entries = [e for e in reply[1] if e and e[1]]
-            if entries:
-                log.warning("reclaiming %d delivery(ies) of queue %s whose lease expired", len(entries), queue)
-                out += await b._begin(queue, self.name, self.worker, entries)
+            claimed = entries(reply[1])
+            if claimed:
+                log.warning("reclaiming %d delivery(ies) of queue %s whose lease expired", len(claimed), queue)
+                out += await b._begin(queue, self.name, self.worker, claimed)
         return out
 
-    async def _recover(self, exc: ResponseError) -> None:
+    async def _recover(self, exc: ReplyError) -> None:
         """NOGROUP: the consumer group is gone (Redis restarted empty, or the queue was deleted)."""
-        if "NOGROUP" not in str(exc):
+        if exc.code != "NOGROUP":
             raise exc
         b = self._broker
-        if not await b._client.exists(b._keys.epoch):
+        if not await b._client.call("EXISTS", b._keys.epoch):
             log.error("DATA LOSS: Redis lost its data (restarted without persistence, or flushed); tasks "
                       "queued or running before are gone and their waiters get ResultLost. Enable AOF.")
         else:
@@ -397,13 +406,13 @@ class RedisConsumer:
         b, released = self._broker, 0
         for queue in self._queues:
             stream = b._keys.stream(queue)
-            pending: Any = await b._client.xpending_range(stream, GROUP, "-", "+", 10_000, consumername=self.name)
+            pending: Any = await b._client.call("XPENDING", stream, GROUP, "-", "+", 10_000, self.name)
             for item in pending:
-                entry_id = item["message_id"]
-                entries: Any = await b._client.xrange(stream, entry_id, entry_id)
-                task_id = entries[0][1].get(b"id", b"").decode() if entries else ""
-                released += int(await b._scripts.release(
-                    keys=[b._keys.task(task_id), stream], args=[GROUP, self.name, entry_id, task_id]) == 1)
+                entry_id = text(item[0])
+                found = entries(await b._client.call("XRANGE", stream, entry_id, entry_id))
+                task_id = found[0][1].get(b"id", b"").decode() if found else ""
+                released += int(await b._client.run_script(
+                    b._scripts.release, [b._keys.task(task_id), stream], [GROUP, self.name, entry_id, task_id]) == 1)
         return released
 
     async def close(self) -> None:

@@ -51,8 +51,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"(missing: {exc.name or exc})"
     ) from exc
 
-from redis.exceptions import ResponseError
 
+from .._redis.errors import ReplyError
 from .._redis.keys import GROUP
 from ..brokers.memory import MemoryBroker
 from ..hooks import Hooks
@@ -236,17 +236,14 @@ async def queue_depths(app: App, queues: Iterable[str]) -> dict[str, int]:
         return {q: len(broker.store.ready.get(q, ())) for q in names}
     conn = app._connections()
     assert conn.client is not None
-    async with conn.client.pipeline(transaction=False) as pipe:
-        for q in names:
-            pipe.xlen(conn.keys.stream(q))
-            pipe.xpending(conn.keys.stream(q), GROUP)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    replies = await conn.client.call_many(
+        [c for q in names for c in (("XLEN", conn.keys.stream(q)), ("XPENDING", conn.keys.stream(q), GROUP))])
     depths: dict[str, int] = {}
     for i, q in enumerate(names):
         length, pending = replies[2 * i], replies[2 * i + 1]
         if isinstance(length, Exception):
             raise length
-        handed_out = 0 if isinstance(pending, ResponseError) else int(pending["pending"])  # no group yet: 0
+        handed_out = 0 if isinstance(pending, ReplyError) else int(pending[0])  # no group yet: 0
         depths[q] = max(0, int(length) - handed_out)
     return depths
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,14 @@ class Slots:
         """Wake a waiter without freeing anything (used when stopping)."""
         self._freed.set()
 
+    async def wait_idle(self, stopping: asyncio.Event, timeout_s: float) -> None:
+        """Wait until nothing runs, for at most ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self.used and not stopping.is_set():
+                    self._freed.clear()
+                    await self._freed.wait()
+
     async def wait_free(self, stopping: asyncio.Event) -> int:
         """Wait until a slot is free; how many are (0 when stopping)."""
         while self.used >= self.size and not stopping.is_set():
@@ -46,8 +55,19 @@ class Slots:
         return 0 if stopping.is_set() else self.size - self.used
 
 
+QUARANTINE_AT = 2
+"""A delivery started in this many worker crashes (its own start included) runs in quarantine."""
+
+
 class Fetcher:
-    """Feeds the consumers: XAUTOCLAIM of expired leases every interval, then a blocking fetch."""
+    """Feeds the consumers: XAUTOCLAIM of expired leases every interval, then a blocking fetch.
+
+    Expired leases are reclaimed one delivery at a time, so the tasks that died together with a
+    worker are not started together again. A delivery that was already in an earlier crash runs
+    in quarantine: nothing more is fetched until the worker is idle (at most ``lease_s``). So a
+    task that kills its worker takes no other task down with it a second time, and only that
+    task reaches ``max_crashes`` (with ``max_crashes`` of 2 or more).
+    """
 
     def __init__(self, consumer: Consumer, slots: Slots, *, block_s: float, lease_s: float,
                  reclaim_interval_s: float, leases_healthy: Callable[[], bool]) -> None:
@@ -100,14 +120,21 @@ class Fetcher:
             self._slots.take(len(deliveries))
             for d in deliveries:
                 ready.put_nowait(d)
+            suspects = [d for d in deliveries if d.crashes >= QUARANTINE_AT]
+            if suspects:
+                log.warning("task %s (id %s) was started in %d worker crashes: running it alone",
+                            suspects[0].name, suspects[0].task_id, suspects[0].crashes)
+                await self._slots.wait_idle(stopping, self._lease_s)
 
     async def _take(self, free: int) -> list[Delivery]:
         taken: list[Delivery] = []
         if time.monotonic() >= self._next_reclaim and self._leases_healthy():
             # after an outage, our own leases are renewed (healthy) before we reclaim anyone's
-            taken = await self._consumer.reclaim(free, self._lease_s)
-            # a full answer means more may be waiting: expired leases go before new work
-            self._next_reclaim = time.monotonic() + (0 if len(taken) == free else self._reclaim_every)
+            taken = await self._consumer.reclaim(1, self._lease_s)
+            # one reclaimed means more may be waiting: expired leases go before new work
+            self._next_reclaim = time.monotonic() + (0 if taken else self._reclaim_every)
+            if taken:
+                return taken  # started alone: see the class docstring
         if len(taken) < free:
             # reclaimed deliveries are already started: don't hold them back for a blocking read
             block = 0.001 if taken else min(self._block_s, max(0.001, self._next_reclaim - time.monotonic()))

@@ -11,7 +11,8 @@
 -- ARGV: 1 group, 2 consumer, 3 max crashes, 4 worker name, 5 ttl ms, 6 done channel prefix,
 --       7 task key prefix, 8 count to read here or '', then (when '') pairs: entry id, task id
 -- Returns {entries read or given, rows}, one row per delivery:
---   {kind, task id, entry id, attempt, name, payload, delivered, retries, deferrals, workflow, created}
+--   {kind, task id, entry id, attempt, name, payload, delivered, retries, deferrals, workflow, created,
+--    crashes}
 local group, consumer = ARGV[1], ARGV[2]
 local max_crashes, ttl = tonumber(ARGV[3]), tonumber(ARGV[5])
 local t = redis.call('TIME')
@@ -79,7 +80,7 @@ for _, en in ipairs(entries) do
     elseif again then
       redis.call('XCLAIM', KEYS[1], group, consumer, 0, entry, 'JUSTID')
       out[#out + 1] = {'run', id, entry, tonumber(f[13]), f[3] or '', f[11] or '', owned[1][4],
-        tonumber(f[5] or '0'), tonumber(f[6] or '0'), f[12] or '', tonumber(f[8] or '0')}
+        tonumber(f[5] or '0'), tonumber(f[6] or '0'), f[12] or '', tonumber(f[8] or '0'), tonumber(f[2] or '0')}
     else
       local crashes = tonumber(f[2] or '0')
       if f[1] == 'STARTED' then
@@ -101,7 +102,7 @@ for _, en in ipairs(entries) do
           redis.call('XCLAIM', KEYS[1], group, consumer, 0, entry, 'JUSTID')  -- reset the lease
         end
         out[#out + 1] = {'run', id, entry, attempt, f[3] or '', f[11] or '', owned[1][4],
-          tonumber(f[5] or '0'), tonumber(f[6] or '0'), f[12] or '', tonumber(f[8] or '0')}
+          tonumber(f[5] or '0'), tonumber(f[6] or '0'), f[12] or '', tonumber(f[8] or '0'), crashes}
       end
     end
   end

@@ -1,0 +1,96 @@
+"""A blocking one-connection Redis client for threads (the lease keeper), hiredis-parsed.
+
+It never touches an event loop, so a task blocking the loop cannot stop what it does. Any
+failure closes the socket; the next call connects again.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+
+from .connection import Target, setup_commands
+from .errors import RedisConnectionError, RedisTimeoutError, ReplyError
+from .scripts import Script
+from .wire import Arg, evalsha, pack
+
+
+class SyncClient:
+    """Connects lazily; every socket operation is bounded by ``timeout``; no retries."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self._target = Target.from_url(url)
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader = hiredis.Reader(replyError=ReplyError)
+
+    def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        """EVALSHA, loading the script on NOSCRIPT; returns the reply or raises its error."""
+        packed = evalsha(script.sha, keys, args)
+        (reply,) = self.execute([packed])
+        if isinstance(reply, ReplyError) and reply.code == "NOSCRIPT":
+            (reply, ) = self.execute([pack(("SCRIPT", "LOAD", script.text)), packed])[1:]
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    def execute(self, commands: list[bytes]) -> list[Any]:
+        """Send packed ``commands`` and read their replies (error replies in place)."""
+        try:
+            sock = self._sock or self._connect()
+            return self._exchange(sock, commands)
+        except TimeoutError:
+            self.close()
+            raise RedisTimeoutError(f"no reply from Redis within {self._timeout} s") from None
+        except OSError as exc:
+            self.close()
+            if isinstance(exc, RedisConnectionError):
+                raise
+            raise RedisConnectionError(f"connection to Redis failed: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _exchange(self, sock: socket.socket, commands: list[bytes]) -> list[Any]:
+        sock.sendall(b"".join(commands))
+        replies: list[Any] = []
+        while len(replies) < len(commands):
+            reply = self._reader.gets()
+            if reply is False:
+                data = sock.recv(65536)
+                if not data:
+                    raise RedisConnectionError("connection closed by Redis")
+                self._reader.feed(data)
+            else:
+                replies.append(reply)
+        return replies
+
+    def _connect(self) -> socket.socket:
+        t = self._target
+        if t.path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self._timeout)
+            sock.connect(t.path)
+        else:
+            sock = socket.create_connection((t.host, t.port), timeout=self._timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if t.tls:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=t.host)
+        self._reader = hiredis.Reader(replyError=ReplyError)
+        setup = setup_commands(t)
+        for reply in self._exchange(sock, setup) if setup else []:
+            if isinstance(reply, ReplyError):
+                sock.close()
+                raise RedisConnectionError(f"Redis refused the connection setup: {reply}")
+        self._sock = sock
+        return sock
+
+    def close(self) -> None:
+        """Close the socket (the next call reconnects)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
