@@ -1,5 +1,6 @@
 """aiocelery: an asyncio-native distributed task queue on Redis."""
 
+from ._version import __version__ as __version__
 from .app import App as App
 from .app import TaskDecorator as TaskDecorator
 from .args import Arg as Arg
@@ -34,8 +35,6 @@ from .retry import RetryPolicy as RetryPolicy
 from .signature import Signature as Signature
 from .task import Task as Task
 from .worker.worker import Worker as Worker
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AMQPConfig",

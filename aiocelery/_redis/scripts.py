@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
+
+_LUA = Path(__file__).resolve().parent.parent / "brokers" / "lua"
+"""Shipped inside the package (package data), beside ``brokers/redis.py``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +26,7 @@ class Script:
     @classmethod
     def named(cls, name: str) -> Script:
         """``brokers/lua/<name>.lua``."""
-        return cls.of(name, resources.files("aiocelery.brokers").joinpath("lua", f"{name}.lua").read_text("utf-8"))
+        return cls.of(name, (_LUA / f"{name}.lua").read_text("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .._version import __version__
 from ..brokers.admin import Admin
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class Presence:
         w = self._worker
         return {
             "name": w.name, "id": w.consumer_name, "host": socket.gethostname(), "pid": os.getpid(),
-            "queues": w.queues, "concurrency": w.concurrency, "version": VERSION, "started": self._started,
+            "queues": w.queues, "concurrency": w.concurrency, "version": __version__, "started": self._started,
             "processed": w.processed, "failed": w.failed, "ready": w.ready, "heartbeat": time.time(),
             "registered": sorted(w.app.registry), "active": w.active(),
         }
@@ -64,13 +65,3 @@ class Presence:
         return {"worker": w.name, "id": w.consumer_name, "error": f"unknown command {command!r}"}
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("aiocelery")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-VERSION = _version()
