@@ -27,8 +27,9 @@ from aiocelery._redis.sync import SyncClient
 
 from .redis_server import RedisServer, free_port
 
-ECHO = Script.of("echo", "return {KEYS[1], ARGV[1]}")
-BAD = Script.of("bad", "return redis.call('NOPE')")
+ECHO = Script("echo", "return {KEYS[1], ARGV[1]}")
+BAD = Script("bad", "return redis.call('NOPE')")
+BROKEN = Script("broken", "this is not lua")
 
 
 @pytest.fixture
@@ -100,6 +101,8 @@ async def test_scripts_are_loaded_on_noscript(client: Client, probe: aioredis.Re
 async def test_a_script_error_names_itself(client: Client) -> None:
     with pytest.raises(ReplyError, match=r"NOPE|nknown"):
         await client.run_script(BAD, [], [])
+    with pytest.raises(ReplyError, match=r"script broken.lua does not load"):
+        await client.run_script(BROKEN, [], [])
 
 
 # -- URLs ---------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The Lua scripts, read once from ``brokers/lua`` and called by EVALSHA."""
+"""The Lua scripts, read once from ``brokers/lua``; the clients load each into Redis (SCRIPT LOAD
+says its SHA1) and call it by EVALSHA."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,21 +12,15 @@ _LUA = Path(__file__).resolve().parent.parent / "brokers" / "lua"
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """A script's text and SHA1 (what EVALSHA names it by)."""
+    """A script's name (for errors) and text."""
 
     name: str
     text: str
-    sha: str
-
-    @classmethod
-    def of(cls, name: str, text: str) -> Script:
-        """A script from its text."""
-        return cls(name, text, hashlib.sha1(text.encode()).hexdigest())
 
     @classmethod
     def named(cls, name: str) -> Script:
         """``brokers/lua/<name>.lua``."""
-        return cls.of(name, (_LUA / f"{name}.lua").read_text("utf-8"))
+        return cls(name, (_LUA / f"{name}.lua").read_text("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,13 +27,22 @@ class SyncClient:
         self._timeout = timeout
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader(replyError=ReplyError)
+        self._shas: dict[str, str] = {}
 
     def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """EVALSHA, loading the script on NOSCRIPT; returns the reply or raises its error."""
-        packed = evalsha(script.sha, keys, args)
-        (reply,) = self.execute([packed])
-        if isinstance(reply, ReplyError) and reply.code == "NOSCRIPT":
-            (reply, ) = self.execute([pack(("SCRIPT", "LOAD", script.text)), packed])[1:]
+        sha = self._shas.get(script.text)
+        if sha is not None:
+            (reply,) = self.execute([evalsha(sha, keys, args)])
+            if not (isinstance(reply, ReplyError) and reply.code == "NOSCRIPT"):
+                if isinstance(reply, ReplyError):
+                    raise reply
+                return reply
+        (loaded,) = self.execute([pack(("SCRIPT", "LOAD", script.text))])
+        if isinstance(loaded, ReplyError):
+            raise ReplyError(f"script {script.name}.lua does not load: {loaded}")
+        sha = self._shas[script.text] = loaded.decode()
+        (reply,) = self.execute([evalsha(sha, keys, args)])
         if isinstance(reply, ReplyError):
             raise reply
         return reply

@@ -11,7 +11,6 @@ C call (``time.sleep(60)``) finishes first.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
@@ -72,5 +71,7 @@ def _drive(coro: Coroutine[Any, Any, T], take_soft: Callable[[], bool], message:
 
 def raise_in_thread(thread_id: int) -> bool:
     """Make thread ``thread_id`` raise SoftTimeLimitExceeded at its next Python instruction."""
+    import ctypes  # here: only a thread task past its soft limit needs it (0.4 MB per process)
+
     exc = ctypes.py_object(SoftTimeLimitExceeded)
     return int(ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), exc)) == 1

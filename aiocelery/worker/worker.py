@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import signal
 import socket
 import threading
@@ -86,7 +85,7 @@ class Worker:
         """Run the periodic scheduler inside this worker (any number of workers may)."""
         self.limits = limits or Limits()
         """When to drain and exit by itself (max tasks, memory, abandoned threads)."""
-        self.consumer_name = f"{self.name}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.consumer_name = f"{self.name}:{os.getpid()}:{os.urandom(4).hex()}"
         """Unique owner name of this worker's deliveries."""
         self.processed = 0
         """Tasks settled (any outcome)."""

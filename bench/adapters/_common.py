@@ -33,7 +33,6 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -105,7 +104,10 @@ def emit(**fields: Any) -> None:
 
 
 def version_of(dist: str) -> str:
-    """An installed distribution's version, or '?'."""
+    """An installed distribution's version, or '?'. Imported here, not at the top: a worker process
+    imports this module too, and importlib.metadata (with email, zipfile, csv) weighs 1.4 MB there."""
+    from importlib import metadata
+
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
