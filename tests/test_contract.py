@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -251,7 +250,7 @@ async def test_settle_with_a_stale_attempt_changes_nothing(app: App, consumer: C
     assert record is not None and (record.state, record.attempt, record.result) == ("STARTED", 2, None)
 
     # A made-up future attempt is fenced out as well.
-    future = dataclasses.replace(d2, attempt=7)
+    future = d2._replace(attempt=7)
     assert await app.broker.settle(future, success("future")) is False
 
     assert await app.broker.settle(d2, success("fresh")) is True

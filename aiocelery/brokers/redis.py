@@ -44,7 +44,8 @@ class RedisBroker:
         self._keys = keys
         self._scripts = Scripts.load()
         self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True, unit_keys=4, timeout_s=send_timeout_s)
-        self._settle = ScriptBatcher(client, self._scripts.settle)
+        self._settle = ScriptBatcher(client, self._scripts.settle, merge=True, unit_keys=4)
+        self._settle_workflow = ScriptBatcher(client, self._scripts.settle)  # more keys: one call each
         self._begin_script = ScriptBatcher(client, self._scripts.begin)
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_crashes = max_crashes
@@ -126,26 +127,27 @@ class RedisBroker:
                 log.warning("delivery %s of task %s skipped at begin: %s", _str(row[2]), _str(row[1]), kind)
                 continue
             attempt, deferrals = int(row[3]), int(row[8])
-            out.append(Delivery(task_id=_str(row[1]), name=_str(row[4]), queue=queue,
-                                entry_id=_str(row[2]), attempt=attempt, payload=row[5],
-                                redelivered=attempt - deferrals > 1 or int(row[6]) > 1, worker=worker,
-                                retries=int(row[7]), deferrals=deferrals, workflow=row[9],
-                                created_ms=int(row[10]), crashes=int(row[11])))
+            out.append(Delivery(_str(row[1]), _str(row[4]), queue, _str(row[2]), attempt, row[5],
+                                attempt - deferrals > 1 or row[6] > 1, worker, row[7], deferrals, row[9],
+                                row[10], row[11]))  # positional: fields in Delivery's order
         return out
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
-        """Store the outcome and XACK + XDEL in one fenced script."""
+        """Store the outcome and XACK + XDEL in one fenced script; outcomes settled together share
+        one script call (a workflow step's, which creates or fails other tasks, has its own)."""
         k = self._keys
         error = orjson.dumps(settlement.error.to_json()) if settlement.error else b""
         q = delivery.queue
         wf_keys, wf_ops = workflow_call(k, settlement.workflow, error) if settlement.workflow else ([], b"")
-        done = await self._settle.call(
-            [k.task(delivery.task_id), k.stream(q), k.dead(q), k.delayed(q), *wf_keys],
-            [GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
-             error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
-             delivery.worker, settlement.countdown_ms, k.wake(q), "1" if settlement.dead_letter else "",
-             wf_ops, k.prefix],
-        )
+        keys = [k.task(delivery.task_id), k.stream(q), k.dead(q), k.delayed(q), *wf_keys]
+        args = [GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
+                error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
+                delivery.worker, settlement.countdown_ms, k.wake(q), "1" if settlement.dead_letter else "",
+                wf_ops, k.prefix]
+        if wf_ops:
+            (done,) = await self._settle_workflow.call(keys, args)
+        else:
+            done = await self._settle.call(keys, args)
         if not done:
             log.warning("task %s attempt %d was no longer ours; its outcome was not stored",
                         delivery.task_id, delivery.attempt)

@@ -85,9 +85,9 @@ for _, en in ipairs(entries) do
       local crashes = tonumber(f[2] or '0')
       if f[1] == 'STARTED' then
         crashes = crashes + 1
-        redis.call('HSET', key, 'crashes', crashes)
       end
       if crashes > max_crashes then
+        redis.call('HSET', key, 'crashes', crashes)
         local reason = 'crashed its worker ' .. crashes .. ' times (max_crashes ' .. max_crashes .. ')'
         finish(entry)
         terminal(key, id, 'DEAD', reason)
@@ -95,9 +95,9 @@ for _, en in ipairs(entries) do
           'time_ms', now, 'worker', ARGV[4])
         out[#out + 1] = {'dead', id, entry}
       else
-        local attempt = redis.call('HINCRBY', key, 'attempt', 1)
-        redis.call('HSET', key, 'state', 'STARTED', 'started_ms', now, 'worker', ARGV[4], 'entry', entry,
-          'consumer', consumer)
+        local attempt = tonumber(f[13] or '0') + 1  -- read above: no HINCRBY needed
+        redis.call('HSET', key, 'attempt', attempt, 'crashes', crashes, 'state', 'STARTED', 'started_ms', now,
+          'worker', ARGV[4], 'entry', entry, 'consumer', consumer)
         if not fresh then
           redis.call('XCLAIM', KEYS[1], group, consumer, 0, entry, 'JUSTID')  -- reset the lease
         end

@@ -10,6 +10,9 @@
 -- errbacks on failure), fail the later steps that can no longer run, and count a chord member:
 -- the member that completes the count enqueues the callback with every result, in order; the
 -- first failing member fails the chord (once) and runs the chord's errbacks.
+-- Any number of plain settles in one call (4 KEYS and 16 ARGV each, in order); a settle with
+-- workflow ops (which takes more KEYS) comes alone. Returns per settle: 0 not ours (fenced out),
+-- 1 stored, 2 already stored by this attempt.
 -- KEYS: 1 task hash, 2 stream, 3 dead stream, 4 delayed zset, then for workflows: 3 per child
 --       (hash, stream, delayed), 1 per cascaded task (hash), and for a chord: the chord hash, the
 --       callback's hash, stream and delayed, 3 per chord errback
@@ -17,146 +20,163 @@
 --       8 ttl ms, 9 done channel, 10 task id, 11 worker, 12 countdown ms, 13 wake channel,
 --       14 '1' to dead-letter a FAILURE (retries exhausted), 15 workflow ops json or '',
 --       16 key prefix
--- decode everything before the first write: Lua does not roll back
-local ops = nil
-if ARGV[15] ~= '' then
-  ops = cjson.decode(ARGV[15])
-  if ops.chord == cjson.null then
-    ops.chord = nil
+local function settle(K, A, now)
+  -- decode everything before the first write: Lua does not roll back
+  local ops = nil
+  if A[15] ~= '' then
+    ops = cjson.decode(A[15])
+    if ops.chord == cjson.null then
+      ops.chord = nil
+    end
   end
-end
-local cur = redis.call('HMGET', KEYS[1], 'state', 'attempt', 'settled')
-local state = ARGV[4]
-if cur[1] ~= 'STARTED' or cur[2] ~= ARGV[3] then
-  if cur[3] == ARGV[3] .. ':' .. state then
-    redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-    redis.call('XDEL', KEYS[2], ARGV[2])
-    return 2
+  local cur = redis.call('HMGET', K[1], 'state', 'attempt', 'settled')
+  local state = A[4]
+  if cur[1] ~= 'STARTED' or cur[2] ~= A[3] then
+    if cur[3] == A[3] .. ':' .. state then
+      redis.call('XACK', K[2], A[1], A[2])
+      redis.call('XDEL', K[2], A[2])
+      return 2
+    end
+    return 0
   end
-  return 0
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[2], ARGV[2])
+  redis.call('XACK', K[2], A[1], A[2])
+  redis.call('XDEL', K[2], A[2])
 
-if state == 'RETRY' or state == 'DEFER' then
-  local due = now + tonumber(ARGV[12])
-  if state == 'RETRY' then
-    redis.call('HINCRBY', KEYS[1], 'retries', 1)
-    redis.call('HSET', KEYS[1], 'state', 'RETRY', 'error', ARGV[6], 'due_ms', due, 'settled', ARGV[3] .. ':RETRY')
-  else
-    redis.call('HINCRBY', KEYS[1], 'deferrals', 1)
-    redis.call('HSET', KEYS[1], 'state', 'PENDING', 'due_ms', due, 'settled', ARGV[3] .. ':DEFER')
+  if state == 'RETRY' or state == 'DEFER' then
+    local due = now + tonumber(A[12])
+    if state == 'RETRY' then
+      redis.call('HINCRBY', K[1], 'retries', 1)
+      redis.call('HSET', K[1], 'state', 'RETRY', 'error', A[6], 'due_ms', due, 'settled', A[3] .. ':RETRY')
+    else
+      redis.call('HINCRBY', K[1], 'deferrals', 1)
+      redis.call('HSET', K[1], 'state', 'PENDING', 'due_ms', due, 'settled', A[3] .. ':DEFER')
+    end
+    local first = redis.call('ZRANGE', K[4], 0, 0, 'WITHSCORES')
+    redis.call('ZADD', K[4], due, A[10])
+    if first[2] == nil or due < tonumber(first[2]) then
+      redis.call('PUBLISH', A[13], due)
+    end
+    return 1
   end
-  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  redis.call('ZADD', KEYS[4], due, ARGV[10])
-  if first[2] == nil or due < tonumber(first[2]) then
-    redis.call('PUBLISH', ARGV[13], due)
+
+  redis.call('HSET', K[1], 'state', state, 'done_ms', now, 'result', A[5],
+    'error', A[6], 'reason', A[7], 'settled', A[3] .. ':' .. state)
+  if state == 'SUCCESS' then
+    redis.call('HDEL', K[1], 'payload')
+  end
+  redis.call('PEXPIRE', K[1], A[8])
+  if state == 'DEAD' or A[14] == '1' then
+    local name = redis.call('HGET', K[1], 'name') or ''
+    redis.call('XADD', K[3], '*', 'id', A[10], 'name', name, 'reason', A[7],
+      'time_ms', now, 'worker', A[11], 'error', A[6])
+  end
+  redis.call('PUBLISH', A[9], state)
+  if ops then
+    local prefix = A[16]
+    local k = 5
+
+    local function create(c)
+      local hk, sk, dk = K[k], K[k + 1], K[k + 2]
+      k = k + 3
+      local cur = redis.call('HMGET', hk, 'state', 'placeholder')
+      if cur[1] and (cur[2] ~= '1' or cur[1] ~= 'PENDING') then
+        return
+      end
+      redis.call('HDEL', hk, 'placeholder')
+      redis.call('PERSIST', hk)
+      redis.call('HSET', hk, 'name', c.name, 'queue', c.queue, 'payload', c.payload, 'state', 'PENDING',
+        'attempt', 0, 'crashes', 0, 'created_ms', now)
+      if c.wf ~= '' then
+        redis.call('HSET', hk, 'wf', c.wf)
+      end
+      if c.delay_ms > 0 then
+        redis.call('HSET', hk, 'due_ms', now + c.delay_ms)
+        redis.call('ZADD', dk, now + c.delay_ms, c.id)
+        redis.call('PUBLISH', prefix .. ':{' .. c.queue .. '}:wake', now + c.delay_ms)
+      else
+        redis.call('XADD', sk, '*', 'id', c.id)
+      end
+    end
+
+    local function fail(id, name, err)
+      local hk = K[k]
+      k = k + 1
+      local cur = redis.call('HGET', hk, 'state')
+      if cur == 'SUCCESS' or cur == 'FAILURE' or cur == 'DEAD' or cur == 'REVOKED' then
+        return
+      end
+      redis.call('HSET', hk, 'state', 'FAILURE', 'error', err, 'done_ms', now, 'reason', 'an earlier step failed')
+      if not cur then
+        redis.call('HSET', hk, 'name', name, 'queue', '', 'attempt', 0, 'created_ms', now)
+      end
+      redis.call('PEXPIRE', hk, A[8])
+      redis.call('PUBLISH', prefix .. ':done:' .. id, 'FAILURE')
+    end
+
+    for _, c in ipairs(ops.children) do
+      create(c)
+    end
+    for _, item in ipairs(ops.cascade) do
+      fail(item[1], item[2], ops.error)
+    end
+    if ops.chord then
+      local ch = K[k]
+      local cb_keys = k + 1
+      k = k + 4
+      if state == 'SUCCESS' then
+        if redis.call('HSETNX', ch, 'r:' .. ops.chord.index, A[5]) == 1 then
+          local done = redis.call('HINCRBY', ch, 'done', 1)
+          local total = tonumber(redis.call('HGET', ch, 'total') or '-1')
+          if done == total and not redis.call('HGET', ch, 'failed') then
+            local parts = {}
+            for i = 0, total - 1 do
+              parts[#parts + 1] = redis.call('HGET', ch, 'r:' .. i)
+            end
+            local cb = cjson.decode(redis.call('HGET', ch, 'cb'))
+            local body = cb.head
+            if not cb.immutable then
+              body = cb.head .. '[' .. table.concat(parts, ',') .. ']' .. cb.tail
+            end
+            local saved = k
+            k = cb_keys
+            create({id = cb.id, name = cb.name, queue = cb.queue, payload = body, delay_ms = cb.delay_ms, wf = cb.wf})
+            k = saved
+          end
+        end
+      elseif redis.call('HSETNX', ch, 'failed', A[10]) == 1 then
+        local saved = k
+        k = cb_keys
+        fail(ops.chord.cb_id, ops.chord.cb_name, ops.error)
+        k = saved
+        for _, item in ipairs(ops.chord.cascade) do
+          fail(item[1], item[2], ops.error)
+        end
+        for _, eb in ipairs(cjson.decode(redis.call('HGET', ch, 'errbacks') or '[]')) do
+          local body = eb.head
+          if not eb.immutable then
+            body = eb.head .. cjson.encode(A[10]) .. ',' .. ops.error .. eb.tail
+          end
+          create({id = eb.id, name = eb.name, queue = eb.queue, payload = body, delay_ms = eb.delay_ms, wf = eb.wf})
+        end
+      end
+    end
   end
   return 1
 end
 
-redis.call('HSET', KEYS[1], 'state', state, 'done_ms', now, 'result', ARGV[5],
-  'error', ARGV[6], 'reason', ARGV[7], 'settled', ARGV[3] .. ':' .. state)
-if state == 'SUCCESS' then
-  redis.call('HDEL', KEYS[1], 'payload')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local units = #ARGV / 16
+if units == 1 then
+  return {settle(KEYS, ARGV, now)}
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-if state == 'DEAD' or ARGV[14] == '1' then
-  local name = redis.call('HGET', KEYS[1], 'name') or ''
-  redis.call('XADD', KEYS[3], '*', 'id', ARGV[10], 'name', name, 'reason', ARGV[7],
-    'time_ms', now, 'worker', ARGV[11], 'error', ARGV[6])
+local out = {}
+for u = 0, units - 1 do
+  local a = u * 16
+  if ARGV[a + 15] ~= '' then
+    return redis.error_reply('settle.lua: a settle with workflow ops must come alone')
+  end
+  out[#out + 1] = settle({KEYS[u * 4 + 1], KEYS[u * 4 + 2], KEYS[u * 4 + 3], KEYS[u * 4 + 4]},
+    {unpack(ARGV, a + 1, a + 16)}, now)
 end
-redis.call('PUBLISH', ARGV[9], state)
-if ops then
-  local prefix = ARGV[16]
-  local k = 5
-
-  local function create(c)
-    local hk, sk, dk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-    k = k + 3
-    local cur = redis.call('HMGET', hk, 'state', 'placeholder')
-    if cur[1] and (cur[2] ~= '1' or cur[1] ~= 'PENDING') then
-      return
-    end
-    redis.call('HDEL', hk, 'placeholder')
-    redis.call('PERSIST', hk)
-    redis.call('HSET', hk, 'name', c.name, 'queue', c.queue, 'payload', c.payload, 'state', 'PENDING',
-      'attempt', 0, 'crashes', 0, 'created_ms', now)
-    if c.wf ~= '' then
-      redis.call('HSET', hk, 'wf', c.wf)
-    end
-    if c.delay_ms > 0 then
-      redis.call('HSET', hk, 'due_ms', now + c.delay_ms)
-      redis.call('ZADD', dk, now + c.delay_ms, c.id)
-      redis.call('PUBLISH', prefix .. ':{' .. c.queue .. '}:wake', now + c.delay_ms)
-    else
-      redis.call('XADD', sk, '*', 'id', c.id)
-    end
-  end
-
-  local function fail(id, name, err)
-    local hk = KEYS[k]
-    k = k + 1
-    local cur = redis.call('HGET', hk, 'state')
-    if cur == 'SUCCESS' or cur == 'FAILURE' or cur == 'DEAD' or cur == 'REVOKED' then
-      return
-    end
-    redis.call('HSET', hk, 'state', 'FAILURE', 'error', err, 'done_ms', now, 'reason', 'an earlier step failed')
-    if not cur then
-      redis.call('HSET', hk, 'name', name, 'queue', '', 'attempt', 0, 'created_ms', now)
-    end
-    redis.call('PEXPIRE', hk, ARGV[8])
-    redis.call('PUBLISH', prefix .. ':done:' .. id, 'FAILURE')
-  end
-
-  for _, c in ipairs(ops.children) do
-    create(c)
-  end
-  for _, item in ipairs(ops.cascade) do
-    fail(item[1], item[2], ops.error)
-  end
-  if ops.chord then
-    local ch = KEYS[k]
-    local cb_keys = k + 1
-    k = k + 4
-    if state == 'SUCCESS' then
-      if redis.call('HSETNX', ch, 'r:' .. ops.chord.index, ARGV[5]) == 1 then
-        local done = redis.call('HINCRBY', ch, 'done', 1)
-        local total = tonumber(redis.call('HGET', ch, 'total') or '-1')
-        if done == total and not redis.call('HGET', ch, 'failed') then
-          local parts = {}
-          for i = 0, total - 1 do
-            parts[#parts + 1] = redis.call('HGET', ch, 'r:' .. i)
-          end
-          local cb = cjson.decode(redis.call('HGET', ch, 'cb'))
-          local body = cb.head
-          if not cb.immutable then
-            body = cb.head .. '[' .. table.concat(parts, ',') .. ']' .. cb.tail
-          end
-          local saved = k
-          k = cb_keys
-          create({id = cb.id, name = cb.name, queue = cb.queue, payload = body, delay_ms = cb.delay_ms, wf = cb.wf})
-          k = saved
-        end
-      end
-    elseif redis.call('HSETNX', ch, 'failed', ARGV[10]) == 1 then
-      local saved = k
-      k = cb_keys
-      fail(ops.chord.cb_id, ops.chord.cb_name, ops.error)
-      k = saved
-      for _, item in ipairs(ops.chord.cascade) do
-        fail(item[1], item[2], ops.error)
-      end
-      for _, eb in ipairs(cjson.decode(redis.call('HGET', ch, 'errbacks') or '[]')) do
-        local body = eb.head
-        if not eb.immutable then
-          body = eb.head .. cjson.encode(ARGV[10]) .. ',' .. ops.error .. eb.tail
-        end
-        create({id = eb.id, name = eb.name, queue = eb.queue, payload = body, delay_ms = eb.delay_ms, wf = eb.wf})
-      end
-    end
-  end
-end
-return 1
+return out
