@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -17,6 +17,7 @@ from .canvas import Plan
 from .config import Config, redact_url
 from .exceptions import ConfigError, EncodeError, ResultNotFound, SendError, TaskArgumentsError
 from .hooks import Hooks, HookSet
+from .ids import new_id
 from .message import TaskMessage
 from .periodic import PeriodicEntry, make_entry, make_schedule
 from .registry import Registry
@@ -135,7 +136,7 @@ class App:
         options = SendOptions(countdown=countdown, eta=eta, queue=queue, task_id=task_id, expires=expires,
                               dedup_key=dedup_key, dedup_ttl_s=dedup_ttl_s)
         if isinstance(sig, Signature):
-            task_id = task_id or sig.task_id or str(uuid.uuid4())
+            task_id = task_id or sig.task_id or new_id()
             try:
                 sig_args, sig_kwargs = sig.resolved()
             except TypeError as exc:
@@ -146,14 +147,19 @@ class App:
         return await self._send(sig, args or (), kwargs or {}, options)
 
     async def send_many(self, signatures: Sequence[Signature], *, chunk: int = 1000) -> list[AsyncResult[Any]]:
-        """Send many tasks in pipelined round trips of ``chunk``; all are validated before any is sent."""
+        """Send many tasks in pipelined round trips of ``chunk`` (two in flight, so Redis works on
+        one while the replies of the other are read); all are validated before any is sent."""
         outgoing = [self._outgoing(sig) for sig in signatures]
-        ids: list[str] = []
-        for start in range(0, len(outgoing), chunk):
-            batch = outgoing[start:start + chunk]
-            ids += [p.task_id for p in await self._publish(batch, batch[0].message)]
-        return [AsyncResult(task_id, self._backend_getter, o.message.name, self.revoke, just_sent=True)
-                for task_id, o in zip(ids, outgoing, strict=True)]
+        in_flight = asyncio.Semaphore(2)
+
+        async def publish(batch: list[Outgoing]) -> list[Published]:
+            async with in_flight:
+                return await self._publish(batch, batch[0].message)
+
+        chunks = [outgoing[start:start + chunk] for start in range(0, len(outgoing), chunk)]
+        published = [p for batch in await asyncio.gather(*(publish(b) for b in chunks)) for p in batch]
+        return [AsyncResult(p.task_id, self._backend_getter, o.message.name, self.revoke, just_sent=True)
+                for p, o in zip(published, outgoing, strict=True)]
 
     async def _send_plan(self, plan: Plan) -> None:
         """Open a compiled workflow's chords, then send its first tasks, in pipelined round trips."""
@@ -182,7 +188,7 @@ class App:
         return chosen
 
     def _outgoing(self, sig: Signature) -> Outgoing:
-        task_id = sig.task_id or str(uuid.uuid4())
+        task_id = sig.task_id or new_id()
         try:
             args, kwargs = sig.resolved()
         except TypeError as exc:
@@ -213,7 +219,7 @@ class App:
 
     def _message(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
                  options: SendOptions) -> TaskMessage:
-        task_id = options.task_id or str(uuid.uuid4())
+        task_id = options.task_id or new_id()
         task = self.registry.get(name)
         if task is not None:
             task.check_arguments(args, kwargs, task_id)

@@ -9,12 +9,12 @@ finish enqueues the callback. No mutex, no scan, no polling task.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 from .exceptions import CanvasError
+from .ids import new_id
 from .message import TaskMessage, check_lossless
 from .result import AsyncResult, GroupResult
 from .signature import Signature
@@ -161,7 +161,7 @@ class _Compiler:
         if not g.tasks:
             raise CanvasError("a chord needs at least one header task")
         callback = cont[0]
-        chord_id = f"chord-{uuid.uuid4()}"
+        chord_id = f"chord-{new_id()}"
         head, tail = frame(callback)
         templates = tuple((spec, *frame(spec)) for spec in (self.task(e, None, ()) for e in chord_errbacks))
         cascade = tuple(descendants(callback.wf)) if callback.wf else ()
@@ -176,7 +176,7 @@ class _Compiler:
 
     def task(self, sig: Signature, cont: Cont, errbacks: tuple[Signature, ...]) -> Spec:
         args, kwargs = sig.resolved()
-        task_id = sig.task_id or str(uuid.uuid4())
+        task_id = sig.task_id or new_id()
         queue = self.app._queue_for(sig.name, sig.queue, task_id)
         check_lossless(args, TaskMessage(task_id, sig.name), "args")
         check_lossless(kwargs, TaskMessage(task_id, sig.name), "kwargs")

@@ -259,3 +259,4 @@ def test_sync_client_scripts_timeouts_and_reconnects(redis_server: RedisServer) 
             c.run_script(BAD, [], [])
     finally:
         c.close()
+

@@ -166,14 +166,21 @@ def exec_module(module: str, *args: str) -> None:
 
 
 async def gather_limited(sends: Iterable[Callable[[], Awaitable[Any]]], limit: int = SEND_LIMIT) -> list[Any]:
-    """Run the sends concurrently, at most ``limit`` at a time; results in order."""
-    gate = asyncio.Semaphore(limit)
+    """Run the sends concurrently, at most ``limit`` at a time; results in order.
 
-    async def one(send: Callable[[], Awaitable[Any]]) -> Any:
-        async with gate:
-            return await send()
+    ``limit`` coroutines each take the next send when their last one is done: the harness keeps
+    ``limit`` coroutines alive, not one task per send (20,000 live tasks would cost every library
+    garbage-collector passes that are the harness's, not the library's)."""
+    results: list[Any] = []
+    queue = iter(enumerate(sends))
 
-    return await asyncio.gather(*(one(s) for s in sends))
+    async def sender() -> None:
+        for i, send in queue:
+            value = await send()
+            results.append((i, value))
+
+    await asyncio.gather(*(sender() for _ in range(limit)))
+    return [value for _, value in sorted(results, key=lambda item: item[0])]
 
 
 async def round_trips(roundtrip: Callable[[int], Awaitable[Any]], n: int, max_seconds: float,
