@@ -179,3 +179,50 @@ async def test_blocked_loop_is_named_by_the_watchdog(redis_url: str, key_prefix:
     assert messages, "the watchdog must warn"
     assert f"task blocker[{result.id}]" in messages[0]
     assert "time.sleep(0.8)" in messages[0]
+
+
+async def test_deliveries_already_in_a_crash_are_reclaimed_one_at_a_time_and_run_alone(
+        redis_url: str, key_prefix: str) -> None:
+    """Three tasks died twice together (as beside a task that kills its worker): a fetcher takes
+    them back one at a time, and after each it fetches nothing more until its worker is idle."""
+    from aiocelery.worker.fetcher import Fetcher, Slots
+
+    app = short_lease_app(redis_url, key_prefix)
+
+    @app.task(name="job")
+    async def job(x: int) -> int:
+        return x
+
+    async with app:
+        await app.broker.ensure_queues([app.config.default_queue])
+        sent = [await job.delay(i) for i in range(3)]
+        first = app.broker.consumer([app.config.default_queue], "doomed:1:x", "doomed")
+        assert len(await first.fetch(3, 1.0)) == 3  # all three started together, then the worker dies
+        await first.close()
+        second = app.broker.consumer([app.config.default_queue], "doomed:2:x", "doomed")
+        again = await second.reclaim(3, 0.0)  # a whole batch taken over and started: died together again
+        assert sorted(d.crashes for d in again) == [1, 1, 1]
+        await second.close()
+        await asyncio.sleep(1.1)  # past the rescuer's lease: they look expired
+        rescuer = app.broker.consumer([app.config.default_queue], "rescuer:1:x", "rescuer")
+        slots, ready, stopping = Slots(4), asyncio.Queue[object](), asyncio.Event()
+        # lease 1 s: long enough that the rescuer's own (unrenewed) deliveries don't expire again
+        fetcher = Fetcher(rescuer, slots, block_s=0.05, lease_s=1.0, reclaim_interval_s=0.05,
+                          leases_healthy=lambda: True)
+        running = asyncio.ensure_future(fetcher.run(ready, stopping))  # type: ignore[arg-type]
+        try:
+            took = []
+            for _ in range(3):
+                d = await asyncio.wait_for(ready.get(), 2.0)
+                took.append(d)
+                assert d.crashes == 2, d
+                await asyncio.sleep(0.25)  # runs alone: the fetcher waits for the worker to be idle
+                assert ready.empty(), "fetched more while a twice-crashed delivery ran"
+                slots.give()
+            assert sorted(d.task_id for d in took) == sorted(r.id for r in sent)
+        finally:
+            stopping.set()
+            fetcher.interrupt()
+            slots.wake()
+            await asyncio.wait_for(running, 5.0)
+            await rescuer.close()
