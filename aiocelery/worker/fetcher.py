@@ -57,12 +57,17 @@ class Slots:
 
 QUARANTINE_AT = 2
 """A delivery started in this many worker crashes (its own start included) runs in quarantine."""
+FETCH_SHARE = 3
+"""One fetch takes at most 1/FETCH_SHARE of the slots: while one batch runs and another's
+outcomes are stored, the next is already being fetched, so the worker and Redis work at the same
+time instead of taking turns (a no-op drain went from ~20,000 to ~37,000 tasks/s)."""
 
 
 class Fetcher:
     """Feeds the consumers: XAUTOCLAIM of expired leases every interval, then a blocking fetch.
 
-    Expired leases are reclaimed one delivery at a time, so the tasks that died together with a
+    A fetch takes at most a third of the slots (``FETCH_SHARE``), so fetching overlaps running
+    and settling. Expired leases are reclaimed one delivery at a time, so the tasks that died together with a
     worker are not started together again. A delivery that was already in an earlier crash runs
     in quarantine: nothing more is fetched until the worker is idle (at most ``lease_s``). So a
     task that kills its worker takes no other task down with it a second time, and only that
@@ -73,6 +78,7 @@ class Fetcher:
                  reclaim_interval_s: float, leases_healthy: Callable[[], bool]) -> None:
         self._consumer = consumer
         self._slots = slots
+        self._batch = max(1, slots.size // FETCH_SHARE)
         self._block_s = block_s
         self._lease_s = lease_s
         self._reclaim_every = reclaim_interval_s
@@ -104,7 +110,7 @@ class Fetcher:
                 if stopping.is_set():
                     scope.cancel()
                 try:
-                    deliveries = await self._take(free)
+                    deliveries = await self._take(min(free, self._batch))
                     backoff.reset()
                     self.outage = False
                     self.last_ok = time.monotonic()
