@@ -26,18 +26,25 @@ async def wait_for_record(
     unsubscribe: Unsubscribe,
     *,
     read_first: bool = True,
+    carried: Callable[[str, bytes], TaskRecord | None] | None = None,
 ) -> TaskRecord:
     """Return ``task_id``'s record once final, waking on notification; a slow re-check is the net.
 
     One read first (a finished task returns at once, even with ``timeout=0``); otherwise it
     subscribes, waits for the confirmation and reads again, so a result stored in between is
     never missed. Without ``read_first`` (a task this process just sent) it subscribes at once.
+    ``carried`` decodes a notification that carries the final record itself (no read then).
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     woke = asyncio.Event()
+    delivered: list[TaskRecord] = []
 
-    def listener(_data: bytes | None) -> None:
+    def listener(data: bytes | None) -> None:
+        if data and carried is not None:
+            record = carried(task_id, data)
+            if record is not None and record.ready:
+                delivered.append(record)
         woke.set()
 
     seen = ["PENDING"]  # the last state read, for the timeout's message
@@ -52,7 +59,7 @@ async def wait_for_record(
             seen[0] = first.state
         await _bounded(subscribe(listener), deadline, loop)
         subscribed = True
-        return await _until_final(task_id, read, woke, deadline, loop, seen)
+        return await _until_final(task_id, read, woke, deadline, loop, seen, delivered)
     except TimeoutError:
         assert timeout is not None
         raise ResultTimeout(task_id, timeout, seen[0]) from None
@@ -62,10 +69,13 @@ async def wait_for_record(
 
 
 async def _until_final(task_id: str, read: Reader, woke: asyncio.Event, deadline: float | None,
-                       loop: asyncio.AbstractEventLoop, seen: list[str]) -> TaskRecord:
-    """Read, then sleep until woken or the safety re-check (1 s doubling to 30 s); repeat."""
+                       loop: asyncio.AbstractEventLoop, seen: list[str], delivered: list[TaskRecord]) -> TaskRecord:
+    """Read, then sleep until woken or the safety re-check (1 s doubling to 30 s); repeat. A
+    notification that carried the final record ends it without a read."""
     safety = SAFETY_FIRST_S
     while True:
+        if delivered:
+            return delivered[0]
         woke.clear()
         record = await _read(read, task_id, deadline, loop)
         if record is None:
@@ -73,6 +83,8 @@ async def _until_final(task_id: str, read: Reader, woke: asyncio.Event, deadline
         if record.ready:
             return record
         seen[0] = record.state
+        if delivered:  # arrived while reading
+            return delivered[0]
         try:
             await _bounded(woke.wait(), deadline, loop, cap=safety)
         except TimeoutError:

@@ -39,10 +39,34 @@ class RedisBackend:
             await self._hub.unsubscribe(channel, listener)
 
         return await wait_for_record(task_id, timeout, self.get_record, subscribe, unsubscribe,
-                                     read_first=not just_sent)
+                                     read_first=not just_sent, carried=record_from_notice)
 
     async def close(self) -> None:
         """The app closes the shared client and hub."""
+
+
+def record_from_notice(task_id: str, data: bytes) -> TaskRecord | None:
+    """The final record settle.lua published on ``<prefix>:done:<id>``: ``\\x01``, then ``state
+    attempt created started done`` and the lengths of name, queue, worker, reason and error, a
+    newline, those five, and the result (the rest). None for any other message (a bare state,
+    published by revoke, purge or for a large result): the waiter reads the record then."""
+    if not data.startswith(b"\x01"):
+        return None
+    head, _, body = data[1:].partition(b"\n")
+    fields = head.split(b" ")
+    if len(fields) != 10:
+        return None
+    state, attempt, created, started, done = (f.decode() for f in fields[:5])
+    parts, at = [], 0
+    for length in fields[5:]:
+        parts.append(body[at:at + int(length)])
+        at += int(length)
+    name, queue, worker, reason, error = parts
+    result = body[at:]
+    return TaskRecord(id=task_id, name=name.decode(), queue=queue.decode(), state=state, attempt=int(attempt),
+                      result=result or None, error=ErrorInfo.from_json(decode_value(error)) if error else None,
+                      reason=reason.decode(), worker=worker.decode(), created_ms=int(created),
+                      started_ms=int(started), done_ms=int(done))
 
 
 def _to_record(task_id: str, values: list[bytes | None]) -> TaskRecord | None:

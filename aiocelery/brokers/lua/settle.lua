@@ -1,6 +1,7 @@
 -- settle: store an attempt's outcome and acknowledge its delivery, atomically.
 -- Terminal states (SUCCESS, FAILURE, DEAD, REVOKED): store result/error, set the TTL, XACK + XDEL,
--- dead-letter when DEAD, PUBLISH the state. RETRY: count the retry, keep the last error, and
+-- dead-letter when DEAD, PUBLISH the final record (see backends/redis.py, record_from_notice; just
+-- the state when result and error exceed 8 KiB). RETRY: count the retry, keep the last error, and
 -- schedule the task into the delayed set (XACK + XDEL + ZADD), waking promoters if it is the
 -- earliest. DEFER (rate limit, concurrency cap): back to the delayed set as PENDING; counted as
 -- a deferral, not a retry or a crash (the attempt number, a fencing token, never goes back).
@@ -29,7 +30,8 @@ local function settle(K, A, now)
       ops.chord = nil
     end
   end
-  local cur = redis.call('HMGET', K[1], 'state', 'attempt', 'settled')
+  local cur = redis.call('HMGET', K[1], 'state', 'attempt', 'settled', 'name', 'queue', 'worker', 'created_ms',
+    'started_ms')
   local state = A[4]
   if cur[1] ~= 'STARTED' or cur[2] ~= A[3] then
     if cur[3] == A[3] .. ':' .. state then
@@ -66,11 +68,18 @@ local function settle(K, A, now)
   end
   redis.call('PEXPIRE', K[1], A[8])
   if state == 'DEAD' or A[14] == '1' then
-    local name = redis.call('HGET', K[1], 'name') or ''
-    redis.call('XADD', K[3], '*', 'id', A[10], 'name', name, 'reason', A[7],
+    redis.call('XADD', K[3], '*', 'id', A[10], 'name', cur[4] or '', 'reason', A[7],
       'time_ms', now, 'worker', A[11], 'error', A[6])
   end
-  redis.call('PUBLISH', A[9], state)
+  if #A[5] + #A[6] <= 8192 then
+    -- the whole final record rides on the notification: a waiting get() needs no read
+    local name, queue, worker = cur[4] or '', cur[5] or '', cur[6] or ''
+    redis.call('PUBLISH', A[9], '\1' .. state .. ' ' .. A[3] .. ' ' .. (cur[7] or '0') .. ' ' .. (cur[8] or '0')
+      .. ' ' .. now .. ' ' .. #name .. ' ' .. #queue .. ' ' .. #worker .. ' ' .. #A[7] .. ' ' .. #A[6] .. '\n'
+      .. name .. queue .. worker .. A[7] .. A[6] .. A[5])
+  else
+    redis.call('PUBLISH', A[9], state)
+  end
   if ops then
     local prefix = A[16]
     local k = 5
