@@ -126,7 +126,7 @@ async def one_round(url: str, config: str, n: int, concurrency: int, work_us: in
         send_s = time.perf_counter() - start
         start, cpu = time.perf_counter(), time.process_time()
         async with app.worker(concurrency=concurrency, beat=False):
-            while await client.xlen(stream):  # noqa: ASYNC110 - the probe polls Redis, like bench/run.py
+            while await client.call("XLEN", stream):  # noqa: ASYNC110 - the probe polls Redis, like bench/run.py
                 await asyncio.sleep(0.002)
             drain_s, cpu = time.perf_counter() - start, time.process_time() - cpu
         values = await asyncio.gather(*(r.get(timeout=30) for r in results))

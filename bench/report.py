@@ -31,7 +31,7 @@ METRICS = (
     Metric("w2_n", "W2 round trips measured", None, 0, "W2"),
     Metric("w2_errors", "W2 round trips lost (timeout/error, not in the samples)", None, 0, "W2"),
     Metric("w3_wall", "W3 2,000 x sleep(0.1) at -c 500, wall (s; ideal 0.4)", "lower", 2, "W3"),
-    Metric("w4_rss", "W4 worker peak RSS in W1 (MB)", "lower", 1, "W1"),
+    Metric("w4_rss", "W4 worker peak RSS in W1 (MiB)", "lower", 1, "W1"),
     Metric("w5_worker_cpu", "W5 worker CPU per 1k tasks (s)", "lower", 3, "W1"),
     Metric("w5_redis_cpu", "W5 Redis CPU per 1k tasks (s)", "lower", 3, "W1"),
     Metric("w5_commands", "W5 Redis commands per task", "lower", 1, "W1"),
