@@ -1,3 +1,3 @@
-"""The package version, in one place (pyproject.toml reads the same number)."""
+"""The package version (keep it equal to ``version`` in pyproject.toml)."""
 
 __version__ = "0.1.0"

@@ -66,11 +66,12 @@ class _Waiter:
 class Connection(asyncio.Protocol):
     """A connected protocol; use ``open_connection`` to make one."""
 
-    def __init__(self, on_push: Callable[[Any], None] | None = None) -> None:
+    def __init__(self) -> None:
         self._reader = hiredis.Reader(replyError=ReplyError)
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._transport: asyncio.Transport | None = None
-        self._on_push = on_push
+        self._on_push: Callable[[Any], None] | None = None
+        """Set after the connection setup, whose replies go to waiters: then every reply goes here."""
         self._lost: BaseException | None = None
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -157,10 +158,10 @@ async def open_connection(target: Target, *, connect_timeout: float | None = 5.0
     try:
         async with asyncio.timeout(connect_timeout):
             if target.path:
-                _, conn = await loop.create_unix_connection(lambda: Connection(), target.path)
+                _, conn = await loop.create_unix_connection(Connection, target.path)
             else:
                 context = ssl.create_default_context() if target.tls else None
-                _, conn = await loop.create_connection(lambda: Connection(), target.host, target.port, ssl=context)
+                _, conn = await loop.create_connection(Connection, target.host, target.port, ssl=context)
             setup = setup_commands(target)
             if setup:
                 replies = await conn.send(b"".join(setup), len(setup))

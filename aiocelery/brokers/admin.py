@@ -20,7 +20,7 @@ from .. import states
 from .._redis.client import Client
 from .._redis.keys import GROUP, Keys
 from .._redis.pubsub import PubSubHub
-from .._redis.replies import entries, fields
+from .._redis.replies import entries, fields, text
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +86,14 @@ class RedisAdmin:
         running, last, lag = 0, "0-0", None
         with contextlib.suppress(Exception):  # no stream or no group yet: nothing delivered
             for g in await self._groups(stream):
-                if _text(g.get(b"name")) == GROUP:
+                if text(g.get(b"name")) == GROUP:
                     running = int(g.get(b"pending") or 0)
-                    last = _text(g.get(b"last-delivered-id")) or "0-0"
+                    last = text(g.get(b"last-delivered-id")) or "0-0"
                     lag = g.get(b"lag")
         # entries past the group's last delivered id wait; the stream holds only unsettled ones
         waiting = int(lag) if lag is not None else int(await self._client.call("XLEN", stream)) - running
         first = entries(await self._client.call("XRANGE", stream, f"({last}", "+", "COUNT", 1))
-        oldest = max(0.0, time.time() - int(_text(first[0][0]).split("-")[0]) / 1000) if first else None
+        oldest = max(0.0, time.time() - int(text(first[0][0]).split("-")[0]) / 1000) if first else None
         delayed = int(await self._client.call("ZCARD", k.delayed(queue)))
         dead = int(await self._client.call("XLEN", k.dead(queue)))
         return QueueStats(queue, waiting, running, delayed, dead, oldest)
@@ -105,11 +105,11 @@ class RedisAdmin:
         ids: list[tuple[str, str]] = []
         with contextlib.suppress(Exception):
             groups = await self._groups(stream)
-            last = next((_text(g.get(b"last-delivered-id")) for g in groups if _text(g.get(b"name")) == GROUP),
+            last = next((text(g.get(b"last-delivered-id")) for g in groups if text(g.get(b"name")) == GROUP),
                         "0-0")
             found = entries(await self._client.call("XRANGE", stream, f"({last}", "+"))
-            ids = [(_text(e), _text(f.get(b"id", b""))) for e, f in found]
-        delayed = [_text(m) for m in await self._client.call("ZRANGE", k.delayed(queue), 0, -1)]
+            ids = [(text(e), text(f.get(b"id", b""))) for e, f in found]
+        delayed = [text(m) for m in await self._client.call("ZRANGE", k.delayed(queue), 0, -1)]
         commands: list[tuple[str | int, ...]] = [("XDEL", stream, entry) for entry, _ in ids]
         commands.append(("DEL", k.delayed(queue)))
         for task_id in [t for _, t in ids] + delayed:
@@ -139,7 +139,7 @@ class RedisAdmin:
         """Live records; expired index entries are dropped."""
         now = int(time.time() * 1000)
         await self._client.call("ZREMRANGEBYSCORE", self._keys.workers, "-inf", now)
-        ids = [_text(m) for m in await self._client.call("ZRANGE", self._keys.workers, 0, -1)]
+        ids = [text(m) for m in await self._client.call("ZRANGE", self._keys.workers, 0, -1)]
         if not ids:
             return []
         raw: Any = await self._client.call("MGET", *[self._keys.worker(i) for i in ids])
@@ -234,10 +234,6 @@ class MemoryAdmin:
             await asyncio.Event().wait()
         finally:
             self._listeners.remove(on_command)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 __all__: Sequence[str] = ("Admin", "MemoryAdmin", "QueueStats", "RedisAdmin")
