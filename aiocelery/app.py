@@ -24,7 +24,7 @@ from .registry import Registry
 from .result import AsyncResult
 from .schedule import Schedule
 from .signature import Signature
-from .task import SendOptions, Task, TaskOptions
+from .task import NO_OPTIONS, SendOptions, Task, TaskOptions
 from .task_options import TaskOptionArgs, build_options
 from .wiring import Connections, connect
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+MAX_CHECKED_QUEUES = 1024
+"""Queue names remembered as valid per app (each is checked once, not on every send)."""
 
 
 class App:
@@ -49,6 +51,7 @@ class App:
         """Periodic tasks, sent by the scheduler in every worker and by ``python -m aiocelery beat``."""
         self._clock = clock
         self._conn: Connections | None = None
+        self._checked_queues: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<App broker={redact_url(self.config.broker)} tasks={len(self.registry)}>"
@@ -148,18 +151,24 @@ class App:
 
     async def send_many(self, signatures: Sequence[Signature], *, chunk: int = 1000) -> list[AsyncResult[Any]]:
         """Send many tasks in pipelined round trips of ``chunk`` (two in flight, so Redis works on
-        one while the replies of the other are read); all are validated before any is sent."""
+        one while the replies of the other are read); all are validated before any is sent.
+        Signatures with links or errbacks are sent as a ``group`` (the workflow path)."""
+        if any(sig.links or sig.errbacks for sig in signatures):
+            from .canvas import group  # canvas builds on the app
+
+            return (await group(*signatures).apply_async(self)).results
         outgoing = [self._outgoing(sig) for sig in signatures]
         in_flight = asyncio.Semaphore(2)
+        backend, revoke = self._backend_getter, self.revoke  # bound once, not per result
 
-        async def publish(batch: list[Outgoing]) -> list[Published]:
+        async def publish(batch: list[Outgoing]) -> list[AsyncResult[Any]]:
             async with in_flight:
-                return await self._publish(batch, batch[0].message)
+                published = await self._publish(batch, batch[0].message)
+            return [AsyncResult(p.task_id, backend, o.message.name, revoke, just_sent=True)
+                    for p, o in zip(published, batch, strict=True)]
 
         chunks = [outgoing[start:start + chunk] for start in range(0, len(outgoing), chunk)]
-        published = [p for batch in await asyncio.gather(*(publish(b) for b in chunks)) for p in batch]
-        return [AsyncResult(p.task_id, self._backend_getter, o.message.name, self.revoke, just_sent=True)
-                for p, o in zip(published, outgoing, strict=True)]
+        return [r for results in await asyncio.gather(*(publish(b) for b in chunks)) for r in results]
 
     async def _send_plan(self, plan: Plan) -> None:
         """Open a compiled workflow's chords, then send its first tasks, in pipelined round trips."""
@@ -178,13 +187,17 @@ class App:
         if items:
             await self._publish(items, items[0].message)
 
-    def _queue_for(self, name: str, queue: str | None, task_id: str) -> str:
-        """The queue a task goes to: given, else its task's, else the default; checked."""
-        task = self.registry.get(name)
+    def _queue_for(self, name: str, queue: str | None, task_id: str, task: Task[..., Any] | None = None) -> str:
+        """The queue a task goes to: given, else its task's (``task``, when the caller looked it up),
+        else the default; checked once per name."""
+        task = task or self.registry.get(name)
         chosen = queue or (task.options.queue if task else None) or self.config.default_queue
-        if any(c in chosen for c in "{}: "):
-            raise ConfigError(f"task {name!r} (id {task_id}): queue name {chosen!r} must not contain "
-                              "'{', '}', ':' or spaces")
+        if chosen not in self._checked_queues:
+            if any(c in chosen for c in "{}: "):
+                raise ConfigError(f"task {name!r} (id {task_id}): queue name {chosen!r} must not contain "
+                                  "'{', '}', ':' or spaces")
+            if len(self._checked_queues) < MAX_CHECKED_QUEUES:
+                self._checked_queues.add(chosen)
         return chosen
 
     def _outgoing(self, sig: Signature) -> Outgoing:
@@ -193,8 +206,9 @@ class App:
             args, kwargs = sig.resolved()
         except TypeError as exc:
             raise TaskArgumentsError(f"{exc} (task id {task_id}); nothing was sent") from None
-        options = SendOptions(countdown=sig.countdown, eta=sig.eta, queue=sig.queue, task_id=task_id)
-        message = self._message(sig.name, args, kwargs, options)
+        plain = sig.countdown is None and sig.eta is None and sig.queue is None
+        options = NO_OPTIONS if plain else SendOptions(countdown=sig.countdown, eta=sig.eta, queue=sig.queue)
+        message = self._message(sig.name, args, kwargs, options, task_id)
         return Outgoing(message, message.encode(self.config.max_payload_bytes))
 
     async def _publish(self, items: list[Outgoing], first: TaskMessage) -> list[Published]:
@@ -218,17 +232,21 @@ class App:
         return AsyncResult(published.task_id, self._backend_getter, name, self.revoke, just_sent=True)
 
     def _message(self, name: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
-                 options: SendOptions) -> TaskMessage:
-        task_id = options.task_id or new_id()
+                 options: SendOptions, task_id: str | None = None) -> TaskMessage:
+        task_id = task_id or options.task_id or new_id()
         task = self.registry.get(name)
         if task is not None:
             task.check_arguments(args, kwargs, task_id)
-        queue = self._queue_for(name, options.queue, task_id)
-        eta_ms = _absolute_ms(name, task_id, "eta", options.eta)
+        queue = self._queue_for(name, options.queue, task_id, task)
+        eta_ms = expires_ms = expires_in_ms = None
+        if options.eta is not None:
+            eta_ms = _absolute_ms(name, task_id, "eta", options.eta)
         expires = options.expires
-        expires_ms = _absolute_ms(name, task_id, "expires", expires) if isinstance(expires, datetime) else None
-        expires_in_ms = None if expires is None or isinstance(expires, datetime) else int(expires * 1000)
-        delay_ms = max(0, int((options.countdown or 0) * 1000))
+        if isinstance(expires, datetime):
+            expires_ms = _absolute_ms(name, task_id, "expires", expires)
+        elif expires is not None:
+            expires_in_ms = int(expires * 1000)
+        delay_ms = max(0, int(options.countdown * 1000)) if options.countdown else 0
         message = TaskMessage(id=task_id, name=name, args=args, kwargs=kwargs, queue=queue,
                               delay_ms=delay_ms, eta_ms=eta_ms, expires_ms=expires_ms, expires_in_ms=expires_in_ms,
                               dedup_key=options.dedup_key, dedup_ttl_ms=int(options.dedup_ttl_s * 1000))
@@ -299,10 +317,8 @@ class App:
         await self.close()
 
 
-def _absolute_ms(name: str, task_id: str, what: str, when: datetime | None) -> int | None:
+def _absolute_ms(name: str, task_id: str, what: str, when: datetime) -> int:
     """An aware datetime as Unix ms; naive ones refused."""
-    if when is None:
-        return None
     if when.tzinfo is None or when.utcoffset() is None:
         raise EncodeError(f"task {name!r} (id {task_id}): {what} {when!r} is naive; "
                           "pass an aware datetime, e.g. datetime.now(timezone.utc) + timedelta(...)")

@@ -184,7 +184,7 @@ class _Compiler:
         backs = tuple(self.task(s, None, ()) for s in (*sig.errbacks, *errbacks))
         wf = Wf(tuple(links), backs, cont if isinstance(cont, ChordRef) else None)
         delay_ms = int((sig.countdown or 0) * 1000)
-        return Spec(task_id, sig.name, queue, args, kwargs, sig.immutable, delay_ms, wf or None)
+        return Spec(task_id, sig.name, queue, list(args), kwargs, sig.immutable, delay_ms, wf or None)
 
 
 def compile_canvas(app: App, canvas: Canvas) -> tuple[Plan, AsyncResult[Any] | GroupResult]:

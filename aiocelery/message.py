@@ -21,9 +21,13 @@ INT64_MAX = 2**63 - 1
 WIRE_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskMessage:
-    """One task to run: its id, name, arguments and routing."""
+    """One task to run: its id, name, arguments and routing.
+
+    Not frozen: a frozen dataclass of 13 fields costs 4 µs to build against 1 µs, a tenth of a
+    bulk send's whole budget per task. Only ``on_publish`` hooks change one (its ``headers``).
+    """
 
     id: str
     name: str
@@ -95,7 +99,8 @@ def decode_payload(data: bytes) -> Payload:
 
 def encode_value(value: Any, what: str) -> bytes:
     """Encode a result value losslessly; ``what`` names it in the error."""
-    _walk(value, what)
+    if not _lossless(value):
+        _walk(value, what)
     return orjson.dumps(value)
 
 
@@ -106,13 +111,38 @@ def decode_value(data: bytes) -> Any:
 
 def check_lossless(value: Any, msg: TaskMessage, where: str) -> None:
     """Raise EncodeError naming the task when ``value`` would not survive the round trip."""
+    if _lossless(value):
+        return
     try:
         _walk(value, where)
     except EncodeError as exc:
         raise EncodeError(f"task {msg.name!r} (id {msg.id}): {exc}; nothing was sent") from None
 
 
+def _lossless(value: Any) -> bool:
+    """True when ``value`` survives JSON unchanged: the fast check, building no path strings."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return INT64_MIN <= value <= INT64_MAX  # type: ignore[no-any-return]
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list or kind is tuple:
+        for item in value:  # noqa: SIM110 - a loop, not all(): cheaper for the short lists most calls have
+            if not _lossless(item):
+                return False
+        return True
+    if kind is dict:
+        for key, item in value.items():  # noqa: SIM110 - as above
+            if type(key) is not str or not _lossless(item):
+                return False
+        return True
+    return False
+
+
 def _walk(value: Any, path: str) -> None:
+    """Raise EncodeError with the path to the first value ``_lossless`` refuses (the slow, telling check)."""
     kind = type(value)
     if kind is list or kind is tuple:
         for i, item in enumerate(value):

@@ -9,7 +9,7 @@ and OnError).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -46,11 +46,15 @@ class Signature:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"Signature needs a non-empty task name, got {self.name!r}")
 
-    def resolved(self) -> tuple[list[Any], dict[str, Any]]:
-        """Arguments with every ``Arg`` checked and coerced; TypeError names the bad one."""
+    def resolved(self) -> tuple[tuple[Any, ...] | list[Any], dict[str, Any]]:
+        """Arguments with every ``Arg`` checked and coerced; TypeError names the bad one. Where
+        none is an ``Arg``, the signature's own tuple or list and dict (nothing is copied)."""
+        args, kwargs = self.args, self.kwargs
         try:
-            args = [_resolve(a) for a in self.args]
-            kwargs = {k: _resolve(v) for k, v in self.kwargs.items()}
+            if (type(args) is not tuple and type(args) is not list) or _any_arg(args):
+                args = [_resolve(a) for a in args]
+            if kwargs and _any_arg(kwargs.values()):
+                kwargs = {k: _resolve(v) for k, v in kwargs.items()}
         except TypeError as exc:
             raise TypeError(f"task {self.name!r}: {exc}") from None
         return args, kwargs
@@ -95,6 +99,13 @@ class Signature:
                    immutable=bool(data.get("immutable", False)),
                    links=tuple(cls.from_dict(s) for s in data.get("links", ())),
                    errbacks=tuple(cls.from_dict(s) for s in data.get("errbacks", ())))
+
+
+def _any_arg(values: Iterable[Any]) -> bool:
+    for value in values:  # noqa: SIM110 - a loop, not any(): most calls have one or two plain values
+        if isinstance(value, Arg):
+            return True
+    return False
 
 
 def _resolve(value: Any) -> Any:

@@ -12,13 +12,15 @@ Scripts are called by EVALSHA; a NOSCRIPT reply (Redis restarted) loads the scri
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from .client import Client
 from .scripts import Script
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 Args = tuple[list[str], list[Any]]
+U = TypeVar("U")
 
 
 class ScriptBatcher:
@@ -88,15 +90,28 @@ class ScriptBatcher:
     async def run_many(self, batch: list[Args]) -> list[Any]:
         """Run every call in ``batch`` now, in one round trip (merged, or pipelined); one reply per
         call, error replies as exceptions in place."""
-        if self._merge:
-            chunks = [batch[i:i + self.MERGE_MAX] for i in range(0, len(batch), self.MERGE_MAX)]
-            calls = [([k for keys, _ in c for k in keys], [a for _, args in c for a in args]) for c in chunks]
-        else:
-            calls = batch
-        replies = await self._client.run_scripts(self._script, calls, timeout_s=self._timeout_s)
         if not self._merge:
-            return replies
+            return await self._client.run_scripts(self._script, batch, timeout_s=self._timeout_s)
+        chunks = [batch[i:i + self.MERGE_MAX] for i in range(0, len(batch), self.MERGE_MAX)]
+        return await self._run_merged([([k for keys, _ in c for k in keys], [a for _, args in c for a in args])
+                                       for c in chunks])
+
+    async def run_units(self, units: Sequence[U], fill: Callable[[U, list[Any], list[Any]], None]) -> list[Any]:
+        """Like ``run_many`` for a merging batcher, with no list per unit: ``fill(unit, keys, args)``
+        appends each unit's keys and arguments to its merged call's (the bulk-send path)."""
+        calls: list[Args] = []
+        for start in range(0, len(units), self.MERGE_MAX):
+            keys: list[Any] = []
+            args: list[Any] = []
+            for unit in units[start:start + self.MERGE_MAX]:
+                fill(unit, keys, args)
+            calls.append((keys, args))
+        return await self._run_merged(calls)
+
+    async def _run_merged(self, calls: list[Args]) -> list[Any]:
+        """One round trip of merged calls; their replies split into one per unit."""
+        replies = await self._client.run_scripts(self._script, calls, timeout_s=self._timeout_s)
         out: list[Any] = []
         for reply, (keys, _) in zip(replies, calls, strict=True):
-            out += [reply] * (len(keys) // self._unit_keys) if isinstance(reply, Exception) else list(reply)
+            out += [reply] * (len(keys) // self._unit_keys) if isinstance(reply, Exception) else reply
         return out

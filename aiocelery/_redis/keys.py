@@ -10,7 +10,7 @@ Per queue ``Q`` (one hash tag, so a queue's stream, delayed set and dead letters
 Per task (by id alone, so ``AsyncResult(id)`` in any process finds it without knowing the queue)::
 
     <prefix>:epoch          STRING  written by the first worker; gone = Redis lost its data
-    <prefix>:task:<id>      HASH    name, queue, payload, state, attempt, crashes, times, result, error
+    <prefix>:task:<id>      HASH    name, queue, payload, state, attempt, crashes (absent: 0), times, result, error
     channel <prefix>:done:<id>      published on every terminal transition
 """
 

@@ -49,27 +49,39 @@ class RedisBroker:
         self._begin_script = ScriptBatcher(client, self._scripts.begin)
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_crashes = max_crashes
+        self._queue_keys: dict[str, tuple[str, str, str]] = {}
+        self._no_dedup = keys.dedup("-")
 
     async def publish(self, items: Sequence[Outgoing]) -> list[Published]:
         """Run the enqueue script for each item: concurrent single sends share one script call,
         and many items go in one round trip (one script call per 256). Each round trip is bounded
         by ``send_timeout_s`` (TimeoutError)."""
         if len(items) == 1:
-            keys, args = self._enqueue_call(items[0])
-            return [_published(await self._enqueue.call(keys, args))]
-        replies = await self._enqueue.run_many([self._enqueue_call(item) for item in items])
+            keys: list[str] = []
+            args: list[str | int | bytes] = []
+            self._enqueue_unit(items[0], keys, args)
+            return [_published(await self._enqueue.call(keys, args), items[0])]
+        replies = await self._enqueue.run_units(items, self._enqueue_unit)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [_published(reply) for reply in replies]
+        return [_published(reply, item) for reply, item in zip(replies, items, strict=True)]
 
-    def _enqueue_call(self, item: Outgoing) -> tuple[list[str], list[str | int | bytes]]:
-        msg, k = item.message, self._keys
-        return (
-            [k.task(msg.id), k.stream(msg.queue), k.delayed(msg.queue), k.dedup(msg.dedup_key or "-")],
-            [msg.id, msg.name, msg.queue, item.payload, msg.delay_ms, _opt(msg.eta_ms), k.wake(msg.queue),
-             _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else "", _opt(msg.expires_in_ms), msg.wf],
-        )
+    def _enqueue_unit(self, item: Outgoing, keys: list[str], args: list[str | int | bytes]) -> None:
+        """Append one message's 4 KEYS and 11 ARGV for enqueue.lua."""
+        msg = item.message
+        stream, delayed, wake = self._queue_keys.get(msg.queue) or self._keys_of(msg.queue)
+        keys += (self._keys.task(msg.id), stream, delayed,
+                 self._keys.dedup(msg.dedup_key) if msg.dedup_key else self._no_dedup)
+        args += (msg.id, msg.name, msg.queue, item.payload, msg.delay_ms, _opt(msg.eta_ms), wake,
+                 _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else "", _opt(msg.expires_in_ms), msg.wf)
+
+    def _keys_of(self, queue: str) -> tuple[str, str, str]:
+        """A queue's stream, delayed set and wake channel, built once per queue (up to 1,024)."""
+        found = self._keys.stream(queue), self._keys.delayed(queue), self._keys.wake(queue)
+        if len(self._queue_keys) < 1024:
+            self._queue_keys[queue] = found
+        return found
 
     async def prepare_workflow(self, chords: Sequence[ChordInit], later: Sequence[Spec]) -> None:
         """Chord counters and placeholder records, in one script call per 500 keys."""
@@ -291,8 +303,9 @@ def _opt(value: int | None) -> int | str:
     return "" if value is None else value
 
 
-def _published(reply: Any) -> Published:
-    return Published(int(reply[0]) == 1, reply[2].decode())
+def _published(reply: Any, item: Outgoing) -> Published:
+    """enqueue.lua's reply: 1 (created), else {0 | 2, state, the id that stands for the message}."""
+    return Published(True, item.message.id) if reply == 1 else Published(False, reply[2].decode())
 
 
 def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:

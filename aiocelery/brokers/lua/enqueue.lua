@@ -5,7 +5,8 @@
 -- KEYS: 1 task hash, 2 stream, 3 delayed zset, 4 dedup key (unused when ARGV[9] is '')
 -- ARGV: 1 task id, 2 name, 3 queue, 4 payload, 5 delay ms, 6 eta ms or '', 7 wake channel,
 --       8 expires ms or '', 9 dedup ttl ms or '', 10 expires-in ms or '', 11 workflow json or ''
--- Returns per message {1 new | 0 this id exists | 2 deduplicated, state, task id}
+-- Returns per message 1 (created), or {0 this id exists | 2 deduplicated, state, task id}.
+-- The record gets no attempt or crash count: absent reads as 0 (begin.lua writes both).
 local function enqueue(k, a, now)
   local existing = redis.call('HGET', KEYS[k + 1], 'state')
   if existing then
@@ -23,7 +24,7 @@ local function enqueue(k, a, now)
     due = tonumber(ARGV[a + 6])
   end
   redis.call('HSET', KEYS[k + 1], 'name', ARGV[a + 2], 'queue', ARGV[a + 3], 'payload', ARGV[a + 4],
-    'state', 'PENDING', 'attempt', 0, 'crashes', 0, 'created_ms', now)
+    'state', 'PENDING', 'created_ms', now)
   if ARGV[a + 11] ~= '' then
     redis.call('HSET', KEYS[k + 1], 'wf', ARGV[a + 11])
   end
@@ -42,7 +43,7 @@ local function enqueue(k, a, now)
   else
     redis.call('XADD', KEYS[k + 2], '*', 'id', ARGV[a + 1])
   end
-  return {1, 'PENDING', ARGV[a + 1]}
+  return 1
 end
 
 local t = redis.call('TIME')
