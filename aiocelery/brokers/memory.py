@@ -19,6 +19,7 @@ import orjson
 
 from .. import states
 from .._clock import Clock, SystemClock
+from ..message import dumps
 from ..records import DeadLetter, Delivery, ErrorInfo, Settlement, TaskRecord
 from ..workflow import Child, ChordInit, Spec, WorkflowOps
 from .base import Outgoing, Published
@@ -162,7 +163,7 @@ class MemoryBroker:
     def _apply_workflow(self, e: _Entry, s: Settlement) -> None:
         """Mirror of settle.lua's workflow part."""
         ops: WorkflowOps = s.workflow
-        error = orjson.dumps(s.error.to_json()) if s.error else b"{}"
+        error = dumps(s.error.to_json()) if s.error else b"{}"
         for c in ops.children:
             self._create(c)
         for task_id, name in ops.cascade:
