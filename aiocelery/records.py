@@ -69,9 +69,12 @@ class Delivery(NamedTuple):
         return self.attempt - self.deferrals
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settlement:
-    """How an attempt ended, as the broker stores it: a terminal state plus result or error."""
+    """How an attempt ended, as the broker stores it: a terminal state plus result or error.
+
+    Not frozen (two are built per task, and a frozen one costs twice as much to build); nothing
+    changes one after it is made: ``timed`` and ``dataclasses.replace`` make new ones."""
 
     state: str
     result: bytes | None = None

@@ -75,6 +75,10 @@ def aiocelery() -> Library:
             print(f"bench: installing aiocelery into {venv} (pip install -e {root}) ...", flush=True)
             _install(venv, python, ["-e", str(root)])
             marker.write_text(wanted)
+        # pip byte-compiles a peer's wheel at install; an editable tree is compiled on import, and
+        # not cached where PYTHONDONTWRITEBYTECODE is set (as on CI machines): every worker start
+        # then paid ~0.25 s of compiling. Compile it here, once, as pip does for the peers.
+        subprocess.run([str(python), "-m", "compileall", "-q", str(root / "aiocelery")], check=True)
         return _with_info(Library("aiocelery", python, extra_path=[root]))
     except (OSError, subprocess.SubprocessError, RuntimeError, ValueError) as exc:
         print(f"bench: aiocelery's own venv failed ({exc}); using the dev venv {sys.prefix}", file=sys.stderr)
