@@ -21,14 +21,18 @@ async def rds(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def _notice(pubsub: PubSub, task_id: str) -> bytes:
-    """The next message on ``task_id``'s done channel."""
-    while True:
+async def _notices(pubsub: PubSub, *task_ids: str) -> dict[str, bytes]:
+    """The done message of each of ``task_ids``, in whatever order they come (tasks settled in
+    one script call publish in the order they finished)."""
+    found: dict[str, bytes] = {}
+    while len(found) < len(task_ids):
         message = await pubsub.get_message(timeout=10)
-        assert message is not None, f"no done notification for {task_id}"
-        if message["type"] == "pmessage" and message["channel"].decode().endswith(task_id):
-            data: bytes = message["data"]
-            return data
+        assert message is not None, f"no done notification for {set(task_ids) - set(found)}"
+        if message["type"] == "pmessage":
+            task_id = message["channel"].decode().rpartition(":")[2]
+            if task_id in task_ids:
+                found[task_id] = message["data"]
+    return found
 
 
 async def test_final_records_ride_on_the_notification(redis_url: str, key_prefix: str, rds: aioredis.Redis) -> None:
@@ -49,8 +53,10 @@ async def test_final_records_ride_on_the_notification(redis_url: str, key_prefix
     pubsub = rds.pubsub()
     await pubsub.psubscribe(f"{key_prefix}:done:*")
     async with app, app.worker(concurrency=2):
-        for result in (await ok.delay("h\u00e9llo \n \x00 world"), await boom.delay()):
-            data = await _notice(pubsub, result.id)
+        results = (await ok.delay("h\u00e9llo \n \x00 world"), await boom.delay())
+        notices = await _notices(pubsub, *(r.id for r in results))
+        for result in results:
+            data = notices[result.id]
             assert data.startswith(b"\x01"), data
             carried = record_from_notice(result.id, data)
             assert carried is not None and carried == await app.backend.get_record(result.id)
@@ -58,7 +64,7 @@ async def test_final_records_ride_on_the_notification(redis_url: str, key_prefix
         with pytest.raises(TaskFailed, match="bad"):
             await (await boom.delay()).get(timeout=10)
         large = await big.delay()  # over 8 KiB: announced by its state, and read
-        data = await _notice(pubsub, large.id)
+        data = (await _notices(pubsub, large.id))[large.id]
         assert data == b"SUCCESS" and record_from_notice(large.id, data) is None
         assert await large.get(timeout=10) == "x" * 20_000
     await pubsub.aclose()

@@ -37,6 +37,11 @@ async def test_results_come_back_in_order(app: App) -> None:
     async with app.worker(concurrency=50):
         values = [await r.get(timeout=30) for r in results]
     assert values == [2 * i for i in range(2500)]
+    assert await queued(app) == 0  # every entry acknowledged and deleted (settles batch both per stream)
+    if not app.config.broker.startswith("memory"):
+        async with raw_redis(app.config.broker) as r:
+            pending = await r.xpending(f"{app.config.key_prefix}:{{aiocelery}}:stream", "aiocelery")
+            assert pending["pending"] == 0, pending
 
 
 @pytest.mark.parametrize("bad", ["bad arguments", "a set", "an int over 64 bits"])

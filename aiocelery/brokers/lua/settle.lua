@@ -21,6 +21,26 @@
 --       8 ttl ms, 9 done channel, 10 task id, 11 worker, 12 countdown ms, 13 wake channel,
 --       14 '1' to dead-letter a FAILURE (retries exhausted), 15 workflow ops json or '',
 --       16 key prefix
+-- Acknowledged entries, per stream: one XACK and one XDEL per stream and call, after every settle
+-- (an XDEL of the stream's first entry rescans its node for the new first entry: once per call,
+-- not once per task).
+local acks = {}
+local function ack(stream, entry)
+  local ids = acks[stream]
+  if not ids then
+    ids = {}
+    acks[stream] = ids
+  end
+  ids[#ids + 1] = entry
+end
+
+local function flush_acks(group)
+  for stream, ids in pairs(acks) do
+    redis.call('XACK', stream, group, unpack(ids))
+    redis.call('XDEL', stream, unpack(ids))
+  end
+end
+
 local function settle(K, A, now)
   -- decode everything before the first write: Lua does not roll back
   local ops = nil
@@ -35,14 +55,12 @@ local function settle(K, A, now)
   local state = A[4]
   if cur[1] ~= 'STARTED' or cur[2] ~= A[3] then
     if cur[3] == A[3] .. ':' .. state then
-      redis.call('XACK', K[2], A[1], A[2])
-      redis.call('XDEL', K[2], A[2])
+      ack(K[2], A[2])
       return 2
     end
     return 0
   end
-  redis.call('XACK', K[2], A[1], A[2])
-  redis.call('XDEL', K[2], A[2])
+  ack(K[2], A[2])
 
   if state == 'RETRY' or state == 'DEFER' then
     local due = now + tonumber(A[12])
@@ -177,15 +195,20 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local units = #ARGV / 16
 if units == 1 then
-  return {settle(KEYS, ARGV, now)}
+  local done = settle(KEYS, ARGV, now)
+  flush_acks(ARGV[1])
+  return {done}
+end
+for u = 0, units - 1 do  -- checked before any write: Lua does not roll back
+  if ARGV[u * 16 + 15] ~= '' then
+    return redis.error_reply('settle.lua: a settle with workflow ops must come alone')
+  end
 end
 local out = {}
 for u = 0, units - 1 do
   local a = u * 16
-  if ARGV[a + 15] ~= '' then
-    return redis.error_reply('settle.lua: a settle with workflow ops must come alone')
-  end
   out[#out + 1] = settle({KEYS[u * 4 + 1], KEYS[u * 4 + 2], KEYS[u * 4 + 3], KEYS[u * 4 + 4]},
     {unpack(ARGV, a + 1, a + 16)}, now)
 end
+flush_acks(ARGV[1])
 return out
