@@ -30,7 +30,9 @@ from .base import Outgoing, Published
 
 log = logging.getLogger("aiocelery.broker")
 PROMOTE_BATCH = 1000
-"""Messages per enqueue script call in a bulk publish (the calls themselves are pipelined)."""
+"""Due tasks moved to their stream per promote.lua call (calls repeat while a batch comes back full)."""
+CACHED_QUEUES = 1024
+"""Queues whose key names the broker keeps built (more are built on each send)."""
 
 
 class RedisBroker:
@@ -77,9 +79,9 @@ class RedisBroker:
                  _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else "", _opt(msg.expires_in_ms), msg.wf)
 
     def _keys_of(self, queue: str) -> tuple[str, str, str]:
-        """A queue's stream, delayed set and wake channel, built once per queue (up to 1,024)."""
+        """A queue's stream, delayed set and wake channel, built once per queue (up to ``CACHED_QUEUES``)."""
         found = self._keys.stream(queue), self._keys.delayed(queue), self._keys.wake(queue)
-        if len(self._queue_keys) < 1024:
+        if len(self._queue_keys) < CACHED_QUEUES:
             self._queue_keys[queue] = found
         return found
 
