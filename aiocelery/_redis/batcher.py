@@ -52,13 +52,13 @@ class ScriptBatcher:
         """Run the script with ``keys`` and ``args``; returns its reply or raises its error."""
         if not self._pending and not self._flushing and not self._inline:
             self._inline += 1
-            try:
-                (reply,) = await self.run_many([(keys, args)])
+            try:  # a merged call of one unit is that unit's own call, and its reply a list of one
+                (reply,) = await self._client.run_scripts(self._script, [(keys, args)], timeout_s=self._timeout_s)
             finally:
                 self._inline -= 1
             if isinstance(reply, Exception):
                 raise reply
-            return reply
+            return reply[0] if self._merge else reply
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((keys, args, future))

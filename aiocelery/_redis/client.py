@@ -86,8 +86,9 @@ class Client:
         """Send packed ``commands`` in one write and return their replies, error replies in place.
 
         Each attempt must end within the socket timeout and, with ``timeout_s``, all attempts
-        within that: one timer per attempt. A lost connection, or one on which the wait timed
-        out, is retried on a new connection.
+        within that. A lost connection, or one on which the wait timed out, is retried on a new
+        connection. The wait for replies is bounded by the connection's own deadline timer (no
+        timer per call); waiting for a free connection, which is rare, by ``asyncio.timeout``.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
@@ -97,9 +98,12 @@ class Client:
             limit = _limit(self._socket_timeout, None if deadline is None else deadline - loop.time())
             conn: Connection | None = None
             try:
-                async with asyncio.timeout(limit):
-                    conn = await self._acquire()
-                    replies = await conn.send(data, len(commands))
+                conn = self._take_idle()
+                if conn is None:
+                    async with asyncio.timeout(limit):
+                        conn = await self._acquire()
+                    limit = _limit(self._socket_timeout, None if deadline is None else deadline - loop.time())
+                replies = await conn.send(data, len(commands), limit)
                 self._release(conn)
                 return replies
             except TimeoutError:
@@ -123,14 +127,21 @@ class Client:
             await asyncio.sleep(delay if remaining is None else min(delay, remaining))
         raise AssertionError("unreachable")
 
-    async def _acquire(self) -> Connection:
-        """An idle connection, a new one while under ``max_connections``, or the next released."""
+    def _take_idle(self) -> Connection | None:
+        """An idle open connection, marked busy (None: none is idle)."""
         while self._idle:
             conn = self._idle.pop()
             if conn.is_open:
                 self._busy.add(conn)
                 return conn
             self._count -= 1
+        return None
+
+    async def _acquire(self) -> Connection:
+        """An idle connection, a new one while under ``max_connections``, or the next released."""
+        idle = self._take_idle()
+        if idle is not None:
+            return idle
         if self._closed:
             raise RedisConnectionError("the Redis client is closed")
         if self._count >= self._max:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
-from .errors import ProtocolError, RedisConnectionError, ReplyError
+from .errors import ProtocolError, RedisConnectionError, RedisTimeoutError, ReplyError
 from .wire import pack
 
 
@@ -61,6 +61,10 @@ class _Waiter:
     future: asyncio.Future[list[Any]]
     count: int
     replies: list[Any]
+    deadline: float | None
+    """Loop time by which the replies must be in, or the connection is dropped (None: no limit)."""
+    limit: float | None
+    """The wait that deadline allows, for the error message."""
 
 
 class Connection(asyncio.Protocol):
@@ -73,7 +77,11 @@ class Connection(asyncio.Protocol):
         self._on_push: Callable[[Any], None] | None = None
         """Set after the connection setup, whose replies go to waiters: then every reply goes here."""
         self._lost: BaseException | None = None
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        """Fires at the earliest waiter's deadline or later; see ``_check_deadlines``."""
+        self._timer_at = 0.0
 
     # protocol callbacks
 
@@ -104,6 +112,9 @@ class Connection(asyncio.Protocol):
             f"connection to Redis lost{f' ({exc})' if exc else ''} with replies outstanding")
         self._lost = error
         self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.future.done():
@@ -122,13 +133,45 @@ class Connection(asyncio.Protocol):
         """True until the connection is lost or closed."""
         return self._lost is None and self._transport is not None and not self._transport.is_closing()
 
-    def send(self, data: bytes, count: int) -> asyncio.Future[list[Any]]:
-        """Write ``data`` (``count`` packed commands) and return the future of their replies."""
+    def send(self, data: bytes, count: int, limit: float | None = None) -> asyncio.Future[list[Any]]:
+        """Write ``data`` (``count`` packed commands) and return the future of their replies.
+
+        With ``limit``, replies that take longer than ``limit`` seconds drop the connection: the
+        future fails with ``RedisTimeoutError`` (and any later waiter with the connection error).
+        """
         transport = self._writable()
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(future, count, []))
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        deadline = None
+        if limit is not None:
+            deadline = self._loop.time() + limit
+            if self._timer is None or deadline < self._timer_at:
+                self._arm(deadline)
+        self._waiters.append(_Waiter(future, count, [], deadline, limit))
         transport.write(data)
         return future
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._check_deadlines)
+        self._timer_at = when
+
+    def _check_deadlines(self) -> None:
+        """One timer per connection, not one per call (each costs ~2 µs to start and stop): it is
+        armed for the earliest deadline when none is armed before it, and when it fires it drops
+        the connection if a waiter is past its deadline, or re-arms for the earliest one left."""
+        self._timer = None
+        pending = [w for w in self._waiters if w.deadline is not None]
+        if not pending:
+            return
+        late = min(pending, key=lambda w: w.deadline or 0.0)
+        assert late.deadline is not None
+        if late.deadline > self._loop.time():
+            self._arm(late.deadline)
+            return
+        if not late.future.done():
+            late.future.set_exception(RedisTimeoutError(f"no reply from Redis within {late.limit} s"))
+        self.abort(RedisTimeoutError(f"a reply took over {late.limit} s; connection dropped"))
 
     def write(self, data: bytes) -> None:
         """Write without waiting for replies (push mode: replies go to the callback)."""
