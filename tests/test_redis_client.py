@@ -24,6 +24,7 @@ from aiocelery._redis.connection import Target
 from aiocelery._redis.errors import RedisConnectionError, RedisTimeoutError, ReplyError
 from aiocelery._redis.scripts import Script
 from aiocelery._redis.sync import SyncClient
+from aiocelery._redis.wire import pack
 
 from .redis_server import RedisServer, free_port
 
@@ -196,6 +197,26 @@ async def test_a_call_timeout_shorter_than_the_socket_timeout(redis_url: str, ke
         with pytest.raises(TimeoutError):
             await c.execute([b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n5\r\n"], timeout_s=0.3)
         assert time.monotonic() - started < 2.0
+    finally:
+        await c.aclose()
+
+
+async def test_the_deadline_timer_rearms_for_a_later_call_and_tightens_for_a_shorter_one(
+        redis_url: str, key_prefix: str) -> None:
+    """One timer per connection: a call that outlives an earlier call's deadline is not failed
+    by it, and a call with a shorter limit than the armed one still times out on time."""
+    c = Client(redis_url, max_connections=1, socket_timeout=0.4, attempts=1)
+    key = f"{key_prefix}:rearm"
+    try:
+        assert await c.call("PING") == b"PONG"  # arms the connection's timer at now + 0.4 s
+        await asyncio.sleep(0.3)
+        # BLPOP blocks 0.3 s, past the first deadline: the timer re-arms for this call's own
+        assert await c.call("BLPOP", key, 0.3) is None
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await c.execute([pack(["BLPOP", key, 2])], timeout_s=0.1)
+        assert time.monotonic() - started < 0.35, "the shorter limit must fire before the armed 0.4 s"
+        assert await c.call("PING") == b"PONG"  # on a new connection
     finally:
         await c.aclose()
 
