@@ -5,7 +5,7 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   return {0, 'the task record is gone (expired or never stored); send the task again'}
 end
-if redis.call('HEXISTS', KEYS[1], 'payload') == 0 then
+if (redis.call('HGET', KEYS[1], 'payload') or '') == '' then  -- settle.lua empties it on SUCCESS
   return {0, 'the task record has no payload left; send the task again'}
 end
 if state ~= 'DEAD' and state ~= 'FAILURE' then

@@ -1,5 +1,6 @@
 -- settle: store an attempt's outcome and acknowledge its delivery, atomically.
--- Terminal states (SUCCESS, FAILURE, DEAD, REVOKED): store result/error, set the TTL, XACK + XDEL,
+-- Terminal states (SUCCESS, FAILURE, DEAD, REVOKED): store result/error (SUCCESS also empties the
+-- payload, which nothing needs again), set the TTL, XACK + XDEL,
 -- dead-letter when DEAD, PUBLISH the final record (see backends/redis.py, record_from_notice; just
 -- the state when result and error exceed 8 KiB). RETRY: count the retry, keep the last error, and
 -- schedule the task into the delayed set (XACK + XDEL + ZADD), waking promoters if it is the
@@ -41,69 +42,75 @@ local function flush_acks(group)
   end
 end
 
-local function settle(K, A, now)
+local function settle(ko, ao, now)
+  local key, stream, dead, delayed = KEYS[ko + 1], KEYS[ko + 2], KEYS[ko + 3], KEYS[ko + 4]
+  local entry, attempt, state, result, err, reason = ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5],
+    ARGV[ao + 6], ARGV[ao + 7]
+  local ttl, done_channel, id, by_worker, countdown = ARGV[ao + 8], ARGV[ao + 9], ARGV[ao + 10], ARGV[ao + 11],
+    ARGV[ao + 12]
+  local wake, dead_letter, wf_ops, prefix = ARGV[ao + 13], ARGV[ao + 14], ARGV[ao + 15], ARGV[ao + 16]
   -- decode everything before the first write: Lua does not roll back
   local ops = nil
-  if A[15] ~= '' then
-    ops = cjson.decode(A[15])
+  if wf_ops ~= '' then
+    ops = cjson.decode(wf_ops)
     if ops.chord == cjson.null then
       ops.chord = nil
     end
   end
-  local cur = redis.call('HMGET', K[1], 'state', 'attempt', 'settled', 'name', 'queue', 'worker', 'created_ms',
+  local cur = redis.call('HMGET', key, 'state', 'attempt', 'settled', 'name', 'queue', 'worker', 'created_ms',
     'started_ms')
-  local state = A[4]
-  if cur[1] ~= 'STARTED' or cur[2] ~= A[3] then
-    if cur[3] == A[3] .. ':' .. state then
-      ack(K[2], A[2])
+  if cur[1] ~= 'STARTED' or cur[2] ~= attempt then
+    if cur[3] == attempt .. ':' .. state then
+      ack(stream, entry)
       return 2
     end
     return 0
   end
-  ack(K[2], A[2])
+  ack(stream, entry)
 
   if state == 'RETRY' or state == 'DEFER' then
-    local due = now + tonumber(A[12])
+    local due = now + tonumber(countdown)
     if state == 'RETRY' then
-      redis.call('HINCRBY', K[1], 'retries', 1)
-      redis.call('HSET', K[1], 'state', 'RETRY', 'error', A[6], 'due_ms', due, 'settled', A[3] .. ':RETRY')
+      redis.call('HINCRBY', key, 'retries', 1)
+      redis.call('HSET', key, 'state', 'RETRY', 'error', err, 'due_ms', due, 'settled', attempt .. ':RETRY')
     else
-      redis.call('HINCRBY', K[1], 'deferrals', 1)
-      redis.call('HSET', K[1], 'state', 'PENDING', 'due_ms', due, 'settled', A[3] .. ':DEFER')
+      redis.call('HINCRBY', key, 'deferrals', 1)
+      redis.call('HSET', key, 'state', 'PENDING', 'due_ms', due, 'settled', attempt .. ':DEFER')
     end
-    local first = redis.call('ZRANGE', K[4], 0, 0, 'WITHSCORES')
-    redis.call('ZADD', K[4], due, A[10])
+    local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', delayed, due, id)
     if first[2] == nil or due < tonumber(first[2]) then
-      redis.call('PUBLISH', A[13], due)
+      redis.call('PUBLISH', wake, due)
     end
     return 1
   end
 
-  redis.call('HSET', K[1], 'state', state, 'done_ms', now, 'result', A[5],
-    'error', A[6], 'reason', A[7], 'settled', A[3] .. ':' .. state)
-  if state == 'SUCCESS' then
-    redis.call('HDEL', K[1], 'payload')
+  if state == 'SUCCESS' then  -- the payload is not needed again: emptied in the same HSET (no HDEL)
+    redis.call('HSET', key, 'state', state, 'done_ms', now, 'result', result,
+      'error', err, 'reason', reason, 'settled', attempt .. ':' .. state, 'payload', '')
+  else
+    redis.call('HSET', key, 'state', state, 'done_ms', now, 'result', result,
+      'error', err, 'reason', reason, 'settled', attempt .. ':' .. state)
   end
-  redis.call('PEXPIRE', K[1], A[8])
-  if state == 'DEAD' or A[14] == '1' then
-    redis.call('XADD', K[3], '*', 'id', A[10], 'name', cur[4] or '', 'reason', A[7],
-      'time_ms', now, 'worker', A[11], 'error', A[6])
+  redis.call('PEXPIRE', key, ttl)
+  if state == 'DEAD' or dead_letter == '1' then
+    redis.call('XADD', dead, '*', 'id', id, 'name', cur[4] or '', 'reason', reason,
+      'time_ms', now, 'worker', by_worker, 'error', err)
   end
-  if #A[5] + #A[6] <= 8192 then
+  if #result + #err <= 8192 then
     -- the whole final record rides on the notification: a waiting get() needs no read
     local name, queue, worker = cur[4] or '', cur[5] or '', cur[6] or ''
-    redis.call('PUBLISH', A[9], '\1' .. state .. ' ' .. A[3] .. ' ' .. (cur[7] or '0') .. ' ' .. (cur[8] or '0')
-      .. ' ' .. now .. ' ' .. #name .. ' ' .. #queue .. ' ' .. #worker .. ' ' .. #A[7] .. ' ' .. #A[6] .. '\n'
-      .. name .. queue .. worker .. A[7] .. A[6] .. A[5])
+    redis.call('PUBLISH', done_channel, '\1' .. state .. ' ' .. attempt .. ' ' .. (cur[7] or '0') .. ' ' .. (cur[8] or '0')
+      .. ' ' .. now .. ' ' .. #name .. ' ' .. #queue .. ' ' .. #worker .. ' ' .. #reason .. ' ' .. #err .. '\n'
+      .. name .. queue .. worker .. reason .. err .. result)
   else
-    redis.call('PUBLISH', A[9], state)
+    redis.call('PUBLISH', done_channel, state)
   end
   if ops then
-    local prefix = A[16]
     local k = 5
 
     local function create(c)
-      local hk, sk, dk = K[k], K[k + 1], K[k + 2]
+      local hk, sk, dk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
       k = k + 3
       local cur = redis.call('HMGET', hk, 'state', 'placeholder')
       if cur[1] and (cur[2] ~= '1' or cur[1] ~= 'PENDING') then
@@ -126,7 +133,7 @@ local function settle(K, A, now)
     end
 
     local function fail(id, name, err)
-      local hk = K[k]
+      local hk = KEYS[k]
       k = k + 1
       local cur = redis.call('HGET', hk, 'state')
       if cur == 'SUCCESS' or cur == 'FAILURE' or cur == 'DEAD' or cur == 'REVOKED' then
@@ -136,7 +143,7 @@ local function settle(K, A, now)
       if not cur then
         redis.call('HSET', hk, 'name', name, 'queue', '', 'attempt', 0, 'created_ms', now)
       end
-      redis.call('PEXPIRE', hk, A[8])
+      redis.call('PEXPIRE', hk, ttl)
       redis.call('PUBLISH', prefix .. ':done:' .. id, 'FAILURE')
     end
 
@@ -147,11 +154,11 @@ local function settle(K, A, now)
       fail(item[1], item[2], ops.error)
     end
     if ops.chord then
-      local ch = K[k]
+      local ch = KEYS[k]
       local cb_keys = k + 1
       k = k + 4
       if state == 'SUCCESS' then
-        if redis.call('HSETNX', ch, 'r:' .. ops.chord.index, A[5]) == 1 then
+        if redis.call('HSETNX', ch, 'r:' .. ops.chord.index, result) == 1 then
           local done = redis.call('HINCRBY', ch, 'done', 1)
           local total = tonumber(redis.call('HGET', ch, 'total') or '-1')
           if done == total and not redis.call('HGET', ch, 'failed') then
@@ -170,7 +177,7 @@ local function settle(K, A, now)
             k = saved
           end
         end
-      elseif redis.call('HSETNX', ch, 'failed', A[10]) == 1 then
+      elseif redis.call('HSETNX', ch, 'failed', id) == 1 then
         local saved = k
         k = cb_keys
         fail(ops.chord.cb_id, ops.chord.cb_name, ops.error)
@@ -181,7 +188,7 @@ local function settle(K, A, now)
         for _, eb in ipairs(cjson.decode(redis.call('HGET', ch, 'errbacks') or '[]')) do
           local body = eb.head
           if not eb.immutable then
-            body = eb.head .. cjson.encode(A[10]) .. ',' .. ops.error .. eb.tail
+            body = eb.head .. cjson.encode(id) .. ',' .. ops.error .. eb.tail
           end
           create({id = eb.id, name = eb.name, queue = eb.queue, payload = body, delay_ms = eb.delay_ms, wf = eb.wf})
         end
@@ -195,7 +202,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local units = #ARGV / 16
 if units == 1 then
-  local done = settle(KEYS, ARGV, now)
+  local done = settle(0, 0, now)
   flush_acks(ARGV[1])
   return {done}
 end
@@ -205,10 +212,8 @@ for u = 0, units - 1 do  -- checked before any write: Lua does not roll back
   end
 end
 local out = {}
-for u = 0, units - 1 do
-  local a = u * 16
-  out[#out + 1] = settle({KEYS[u * 4 + 1], KEYS[u * 4 + 2], KEYS[u * 4 + 3], KEYS[u * 4 + 4]},
-    {unpack(ARGV, a + 1, a + 16)}, now)
+for u = 0, units - 1 do  -- by offset into KEYS and ARGV: no tables per settle
+  out[#out + 1] = settle(u * 4, u * 16, now)
 end
 flush_acks(ARGV[1])
 return out
