@@ -51,7 +51,7 @@ class RedisBroker:
         self._begin_script = ScriptBatcher(client, self._scripts.begin)
         self._ttl_ms = int(result_ttl_s * 1000)
         self._max_crashes = max_crashes
-        self._queue_keys: dict[str, tuple[str, str, str]] = {}
+        self._queue_keys: dict[str, tuple[str, str, str, str]] = {}
         self._no_dedup = keys.dedup("-")
 
     async def publish(self, items: Sequence[Outgoing]) -> list[Published]:
@@ -72,15 +72,16 @@ class RedisBroker:
     def _enqueue_unit(self, item: Outgoing, keys: list[str], args: list[str | int | bytes]) -> None:
         """Append one message's 4 KEYS and 11 ARGV for enqueue.lua."""
         msg = item.message
-        stream, delayed, wake = self._queue_keys.get(msg.queue) or self._keys_of(msg.queue)
+        stream, delayed, wake, _ = self._queue_keys.get(msg.queue) or self._keys_of(msg.queue)
         keys += (self._keys.task(msg.id), stream, delayed,
                  self._keys.dedup(msg.dedup_key) if msg.dedup_key else self._no_dedup)
         args += (msg.id, msg.name, msg.queue, item.payload, msg.delay_ms, _opt(msg.eta_ms), wake,
                  _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else "", _opt(msg.expires_in_ms), msg.wf)
 
-    def _keys_of(self, queue: str) -> tuple[str, str, str]:
-        """A queue's stream, delayed set and wake channel, built once per queue (up to ``CACHED_QUEUES``)."""
-        found = self._keys.stream(queue), self._keys.delayed(queue), self._keys.wake(queue)
+    def _keys_of(self, queue: str) -> tuple[str, str, str, str]:
+        """A queue's stream, delayed set, wake channel and dead-letter stream, built once per queue
+        (up to ``CACHED_QUEUES``)."""
+        found = self._keys.stream(queue), self._keys.delayed(queue), self._keys.wake(queue), self._keys.dead(queue)
         if len(self._queue_keys) < CACHED_QUEUES:
             self._queue_keys[queue] = found
         return found
@@ -151,12 +152,12 @@ class RedisBroker:
         one script call (a workflow step's, which creates or fails other tasks, has its own)."""
         k = self._keys
         error = orjson.dumps(settlement.error.to_json()) if settlement.error else b""
-        q = delivery.queue
+        stream, delayed, wake, dead = self._queue_keys.get(delivery.queue) or self._keys_of(delivery.queue)
         wf_keys, wf_ops = workflow_call(k, settlement.workflow, error) if settlement.workflow else ([], b"")
-        keys = [k.task(delivery.task_id), k.stream(q), k.dead(q), k.delayed(q), *wf_keys]
+        keys = [k.task(delivery.task_id), stream, dead, delayed, *wf_keys]
         args = [GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
                 error, settlement.reason, self._ttl_ms, k.done(delivery.task_id), delivery.task_id,
-                delivery.worker, settlement.countdown_ms, k.wake(q), "1" if settlement.dead_letter else "",
+                delivery.worker, settlement.countdown_ms, wake, "1" if settlement.dead_letter else "",
                 wf_ops, k.prefix]
         if wf_ops:
             (done,) = await self._settle_workflow.call(keys, args)
