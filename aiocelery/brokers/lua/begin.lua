@@ -31,27 +31,11 @@ local function terminal(key, id, state, reason)
   redis.call('PUBLISH', ARGV[6] .. id, state)
 end
 
-local entries = {}  -- {entry id, task id, task key, fresh}
-if ARGV[8] ~= '' then
-  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', ARGV[8], 'STREAMS', KEYS[1], '>')
-  for _, e in ipairs(read and read[1][2] or {}) do
-    local id, fields = '', e[2] or {}
-    for j = 1, #fields - 1, 2 do
-      if fields[j] == 'id' then
-        id = fields[j + 1]
-      end
-    end
-    entries[#entries + 1] = {e[1], id, ARGV[7] .. id, true}
-  end
-else
-  for i = 9, #ARGV, 2 do
-    entries[#entries + 1] = {ARGV[i], ARGV[i + 1], KEYS[3 + (i - 9) / 2], false}
-  end
-end
+local just_read = {{'', '', 0, 1}}  -- what XPENDING says of an entry this call read: delivered once
 
-for _, en in ipairs(entries) do
-  local entry, id, key, fresh = en[1], en[2], en[3], en[4]
-  local owned = fresh and {{entry, consumer, 0, 1}} or redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
+-- start one delivery (fresh: read by this call, so ours and just delivered)
+local function start(entry, id, key, fresh)
+  local owned = fresh and just_read or redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
   -- one read of everything this needs (every record has a state: none means no record)
   local f = #owned > 0 and redis.call('HMGET', key, 'state', 'crashes', 'name', 'expires_ms', 'retries',
     'deferrals', 'revoked', 'created_ms', 'entry', 'consumer', 'payload', 'wf', 'attempt') or {}
@@ -107,4 +91,24 @@ for _, en in ipairs(entries) do
     end
   end
 end
-return {#entries, out}
+
+local count = 0
+if ARGV[8] ~= '' then
+  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', ARGV[8], 'STREAMS', KEYS[1], '>')
+  for _, e in ipairs(read and read[1][2] or {}) do
+    local id, fields = '', e[2] or {}
+    for j = 1, #fields - 1, 2 do
+      if fields[j] == 'id' then
+        id = fields[j + 1]
+      end
+    end
+    start(e[1], id, ARGV[7] .. id, true)
+    count = count + 1
+  end
+else
+  for i = 9, #ARGV, 2 do
+    start(ARGV[i], ARGV[i + 1], KEYS[3 + (i - 9) / 2], false)
+    count = count + 1
+  end
+end
+return {count, out}
