@@ -283,6 +283,7 @@ async def test_sigterm_hands_back_a_task_that_outlives_the_grace(
     record = await task_record(rds, key_prefix, result.id)
     assert record["state"] == "SUCCESS"
     assert record["crashes"] == "0"
+    assert record["payload"] == "", record  # emptied once it succeeded: nothing reads it again
 
     second.signal(signal.SIGTERM)
     assert await second.wait(15) == 0, second.describe()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -61,8 +63,8 @@ class _Waiter:
     future: asyncio.Future[list[Any]]
     count: int
     replies: list[Any]
-    deadline: float | None
-    """Loop time by which the replies must be in, or the connection is dropped (None: no limit)."""
+    deadline: float
+    """Loop time by which the replies must be in, or the connection is dropped (``inf``: no limit)."""
     limit: float | None
     """The wait that deadline allows, for the error message."""
 
@@ -141,7 +143,7 @@ class Connection(asyncio.Protocol):
         """
         transport = self._writable()
         future: asyncio.Future[list[Any]] = self._loop.create_future()
-        deadline = None
+        deadline = math.inf
         if limit is not None:
             deadline = self._loop.time() + limit
             if self._timer is None or deadline < self._timer_at:
@@ -161,11 +163,9 @@ class Connection(asyncio.Protocol):
         armed for the earliest deadline when none is armed before it, and when it fires it drops
         the connection if a waiter is past its deadline, or re-arms for the earliest one left."""
         self._timer = None
-        pending = [w for w in self._waiters if w.deadline is not None]
-        if not pending:
+        late = min(self._waiters, key=attrgetter("deadline"), default=None)
+        if late is None or late.deadline == math.inf:
             return
-        late = min(pending, key=lambda w: w.deadline or 0.0)
-        assert late.deadline is not None
         if late.deadline > self._loop.time():
             self._arm(late.deadline)
             return
