@@ -72,15 +72,18 @@ class RedisBroker:
     def _enqueue_unit(self, item: Outgoing, keys: list[str], args: list[str | int | bytes]) -> None:
         """Append one message's 4 KEYS and 11 ARGV for enqueue.lua."""
         msg = item.message
-        stream, delayed, wake, _ = self._queue_keys.get(msg.queue) or self._keys_of(msg.queue)
+        stream, delayed, wake, _ = self._queue_keys_of(msg.queue)
         keys += (self._keys.task(msg.id), stream, delayed,
                  self._keys.dedup(msg.dedup_key) if msg.dedup_key else self._no_dedup)
         args += (msg.id, msg.name, msg.queue, item.payload, msg.delay_ms, _opt(msg.eta_ms), wake,
                  _opt(msg.expires_ms), msg.dedup_ttl_ms if msg.dedup_key else "", _opt(msg.expires_in_ms), msg.wf)
 
-    def _keys_of(self, queue: str) -> tuple[str, str, str, str]:
+    def _queue_keys_of(self, queue: str) -> tuple[str, str, str, str]:
         """A queue's stream, delayed set, wake channel and dead-letter stream, built once per queue
         (up to ``CACHED_QUEUES``)."""
+        found = self._queue_keys.get(queue)
+        if found is not None:
+            return found
         found = self._keys.stream(queue), self._keys.delayed(queue), self._keys.wake(queue), self._keys.dead(queue)
         if len(self._queue_keys) < CACHED_QUEUES:
             self._queue_keys[queue] = found
@@ -152,7 +155,7 @@ class RedisBroker:
         one script call (a workflow step's, which creates or fails other tasks, has its own)."""
         k = self._keys
         error = orjson.dumps(settlement.error.to_json()) if settlement.error else b""
-        stream, delayed, wake, dead = self._queue_keys.get(delivery.queue) or self._keys_of(delivery.queue)
+        stream, delayed, wake, dead = self._queue_keys_of(delivery.queue)
         wf_keys, wf_ops = workflow_call(k, settlement.workflow, error) if settlement.workflow else ([], b"")
         keys = [k.task(delivery.task_id), stream, dead, delayed, *wf_keys]
         args = [GROUP, delivery.entry_id, delivery.attempt, settlement.state, settlement.result or b"",
