@@ -13,9 +13,18 @@ import redis.asyncio as aioredis
 
 from aiocelery import App, Config, __version__
 
-from .procs import Procs, run_cli, stream_key, task_record, wait_state
+from .procs import Proc, Procs, run_cli, stream_key, task_record, wait_state
 
 TASKS = """\
+import sys
+
+
+def running() -> None:
+    # tells the test that this run's body began: the record says STARTED a round trip before the
+    # worker has the delivery in hand, so a signal sent on STARTED may find it not running yet
+    print(f"running {current_task().id}", file=sys.stderr, flush=True)
+
+
 @app.task(name="cli.add")
 async def add(a: int, b: int) -> int:
     await asyncio.sleep(0)
@@ -31,12 +40,14 @@ def where(text: str) -> dict:
 
 @app.task(name="cli.nap")
 async def nap(seconds: float) -> str:
+    running()
     await asyncio.sleep(seconds)
     return f"napped {seconds}"
 
 
 @app.task(name="cli.sync_nap")
 def sync_nap(seconds: float) -> str:
+    running()
     time.sleep(seconds)
     return f"sync napped {seconds}"
 
@@ -44,6 +55,7 @@ def sync_nap(seconds: float) -> str:
 @app.task(name="cli.patient")
 async def patient() -> dict:
     # sleeps as long as this worker's TASK_SLEEP_S says, then reports which attempt it was
+    running()
     await asyncio.sleep(float(os.environ.get("TASK_SLEEP_S", "0")))
     ctx = current_task()
     return {"attempt": ctx.attempt, "redelivered": ctx.redelivered, "worker": ctx.worker}
@@ -52,10 +64,17 @@ async def patient() -> dict:
 @app.task(name="cli.sync_patient")
 def sync_patient() -> dict:
     # the plain def twin of `patient`, run in a worker thread
+    running()
     time.sleep(float(os.environ.get("TASK_SLEEP_S", "0")))
     ctx = current_task()
     return {"attempt": ctx.attempt, "redelivered": ctx.redelivered, "worker": ctx.worker}
 """
+
+
+async def wait_running(worker: Proc, task_id: str) -> None:
+    """Wait until the worker runs the task's body (see ``running`` in TASKS), so a signal sent
+    next finds it in flight."""
+    await worker.wait_output(lambda p: f"running {task_id}\n" in p.stderr, f"task {task_id} to start running")
 
 
 @pytest.fixture
@@ -262,6 +281,7 @@ async def test_sigterm_hands_back_a_task_that_outlives_the_grace(
     result = await client.send_task(task_name)
     record = await wait_state(rds, key_prefix, result.id, "STARTED", proc=first)
     assert record["attempt"] == "1"
+    await wait_running(first, result.id)
 
     first.signal(signal.SIGTERM)
     # the task would sleep 30 s more: a worker that waits for it (e.g. joins an abandoned
@@ -297,7 +317,7 @@ async def test_second_sigterm_hands_back_at_once(
     worker = procs.worker("cli_tasks:app", "-c", "2", "--grace", "120", TASK_SLEEP_S="120")
     await worker.wait_ready(rds, ["aiocelery"], key_prefix)
     result = await client.send_task("cli.patient")
-    await wait_state(rds, key_prefix, result.id, "STARTED", proc=worker)
+    await wait_running(worker, result.id)
 
     worker.signal(signal.SIGTERM)
     await worker.wait_output(lambda p: "SIGTERM: stopping; 1 task(s) in flight" in p.stderr, "the first SIGTERM")
@@ -320,8 +340,8 @@ async def test_sigterm_lets_short_tasks_finish_within_the_grace(
     await worker.wait_ready(rds, ["aiocelery"], key_prefix)
     nap = await client.send_task("cli.nap", args=(1.0,))
     sync_nap = await client.send_task("cli.sync_nap", args=(1.0,))
-    await wait_state(rds, key_prefix, nap.id, "STARTED", proc=worker)
-    await wait_state(rds, key_prefix, sync_nap.id, "STARTED", proc=worker)
+    await wait_running(worker, nap.id)
+    await wait_running(worker, sync_nap.id)
 
     worker.signal(signal.SIGTERM)
     assert await worker.wait(20) == 0, worker.describe()
@@ -343,7 +363,7 @@ async def test_sigterm_after_stop_fetching_leaves_new_tasks_queued(
     worker = procs.worker("cli_tasks:app", "-c", "4", "--grace", "20")
     await worker.wait_ready(rds, ["aiocelery"], key_prefix)
     nap = await client.send_task("cli.nap", args=(1.5,))
-    await wait_state(rds, key_prefix, nap.id, "STARTED", proc=worker)
+    await wait_running(worker, nap.id)
     worker.signal(signal.SIGTERM)
     await worker.wait_output(lambda p: "SIGTERM: stopping" in p.stderr, "the SIGTERM log line")
     late = await client.send_task("cli.add", args=(1, 1))
@@ -361,7 +381,7 @@ async def test_sigint_is_a_graceful_stop_too(
     worker = procs.worker("cli_tasks:app", "-c", "2", "--grace", "20", *loop_flag)
     await worker.wait_ready(rds, ["aiocelery"], key_prefix)
     nap = await client.send_task("cli.nap", args=(0.5,))
-    await wait_state(rds, key_prefix, nap.id, "STARTED", proc=worker)
+    await wait_running(worker, nap.id)
     worker.signal(signal.SIGINT)
     assert await worker.wait(20) == 0, worker.describe()
     assert "SIGINT: stopping; 1 task(s) in flight" in worker.stderr, worker.describe()
