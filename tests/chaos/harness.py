@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import json
 import signal
+import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,27 @@ class Supervisor:
                 await self._task
 
 
+TEARDOWN_STEP_S = 15.0
+
+
+async def _bounded(what: str, step: Awaitable[None]) -> None:
+    """Run a teardown step; one that hangs fails the test naming itself, with every task's stack
+    on stderr, instead of running into the test's overall timeout unexplained."""
+    try:
+        async with asyncio.timeout(TEARDOWN_STEP_S):
+            await step
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise AssertionError(f"chaos teardown: {what} did not finish within {TEARDOWN_STEP_S} s "
+                             "(the stacks of every task are on stderr)") from None
+
+
+async def _ignoring_errors(step: Awaitable[None]) -> None:
+    with contextlib.suppress(Exception):
+        await step
+
+
 @dataclass
 class Chaos:
     """One scenario's world: broker Redis (restartable), ledger, workers, clients and checks."""
@@ -300,13 +322,14 @@ class Chaos:
         return self
 
     async def close(self) -> None:
-        for app in self._apps:
-            with contextlib.suppress(Exception):
-                await app.close()
-        await self.done.stop()
-        self.procs.__exit__(None, None, None)
-        await self.rds.aclose()
-        await self.ledger.aclose()
+        try:
+            for app in self._apps:
+                await _bounded(f"App.close() of {app!r}", _ignoring_errors(app.close()))
+            await _bounded("the done counter's stop()", self.done.stop())
+        finally:
+            self.procs.__exit__(None, None, None)
+            await self.rds.aclose()
+            await self.ledger.aclose()
 
     async def reconnect(self) -> None:
         """New direct client after a broker restart (the old pool's sockets are dead)."""
