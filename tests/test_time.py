@@ -332,6 +332,29 @@ async def test_concurrency_cap_per_key(kind: str, redis_url: str, key_prefix: st
     assert peak == Counter({"a": 2, "b": 2})
 
 
+async def test_a_capped_run_longer_than_its_slot_ttl_keeps_its_slot(kind: str, redis_url: str, key_prefix: str) -> None:
+    # A slot's deadline (3 x lease_s: 1.2 s here) is there to free the slot of a worker that
+    # died. A run that lasts longer renews it, so the second task under the same key waits for
+    # the first to end instead of starting once the first one's deadline has passed.
+    app = make_app(kind, redis_url, key_prefix, lease_s=0.4)
+    spans: list[tuple[float, float]] = []
+
+    @app.task(name="long_capped", concurrency_key="key", concurrency_limit=1)
+    async def long_capped(key: str, i: int) -> int:
+        start = time.monotonic()
+        await asyncio.sleep(2.5)
+        spans.append((start, time.monotonic()))
+        return i
+
+    async with app, app.worker(concurrency=4):
+        first = await long_capped.delay("k", 1)
+        second = await long_capped.delay("k", 2)
+        assert await first.get(timeout=20) == 1
+        assert await second.get(timeout=20) == 2
+    (_, end_a), (start_b, _) = sorted(spans)
+    assert start_b >= end_a, f"the second run started {end_a - start_b:.2f} s before the first ended"
+
+
 # -- many workers, one due time ---------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 import time
 import traceback
@@ -31,6 +32,8 @@ from .threads import DaemonThreadPool
 
 CAP_RETRY_MS = 250
 """How long a start refused by a full concurrency cap waits before it is tried again (jittered)."""
+
+log = logging.getLogger("aiocelery.worker")
 
 
 class TimeLimitExceeded(Exception):
@@ -63,6 +66,10 @@ class Executor:
             if wait_ms != 0:
                 jitter = random.randint(0, CAP_RETRY_MS)
                 return Settlement(states.DEFER, countdown_ms=CAP_RETRY_MS + jitter if wait_ms == CAP_FULL else wait_ms)
+        slot_key = None if admission is None else admission.slot_key
+        keeper = None
+        if admission is not None and slot_key is not None:
+            keeper = asyncio.get_running_loop().create_task(self._keep_slot(d, admission))
         token = _current.set(ctx or self.context(d))
         if self._hooks.wants("on_started"):
             self._hooks.call("on_started", d, payload.headers)
@@ -72,8 +79,32 @@ class Executor:
             return settlement.timed(time.perf_counter() - started)
         finally:
             _current.reset(token)
-            if admission is not None and admission.slot_key is not None:
-                await asyncio.shield(self._limiter.release(admission.slot_key, d.task_id))
+            if slot_key is not None:
+                await asyncio.shield(self._release_slot(slot_key, d.task_id, keeper))
+
+    async def _release_slot(self, slot_key: str, task_id: str, keeper: asyncio.Task[None] | None) -> None:
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.wait([keeper])  # a renewal in flight goes before the release, not after it
+        await self._limiter.release(slot_key, task_id)
+
+    async def _keep_slot(self, d: Delivery, slot: Admission) -> None:
+        """While a capped task runs, push its slot's deadline out every third of the slot's TTL:
+        a run longer than the TTL keeps its place under the cap (the deadline is only there to free
+        the slot of a worker that died). Admitting the same task id again renews its slot; the
+        renewal books nothing against a rate limit."""
+        renewal = Admission(task_id=slot.task_id, slot_key=slot.slot_key, limit=slot.limit,
+                            slot_ttl_ms=slot.slot_ttl_ms)
+        while True:
+            await asyncio.sleep(slot.slot_ttl_ms / 3000)
+            try:
+                if await self._limiter.admit(renewal) == CAP_FULL:
+                    log.warning("task %s (id %s) lost its concurrency slot under %s (its deadline passed while "
+                                "the slot could not be renewed, and others took it): it runs on over the cap "
+                                "of %d", d.name, d.task_id, slot.slot_key, slot.limit)
+            except Exception as exc:  # Redis unreachable: try again next time; the deadline covers 3 tries
+                log.warning("could not renew the concurrency slot of task %s (id %s): %s: %s", d.name, d.task_id,
+                            type(exc).__name__, exc)
 
     def context(self, d: Delivery) -> TaskContext:
         """The context a run of ``d`` sees through ``current_task()``."""
