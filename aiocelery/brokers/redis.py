@@ -423,17 +423,27 @@ class RedisConsumer:
         return RedisLeaseKeeper(self._broker._url, self._broker._keys, self.name)
 
     async def release(self) -> int:
-        """Hand every delivery still pending for this consumer back to the tail of its queue."""
+        """Hand every delivery still pending for this consumer back to the tail of its queue:
+        three round trips per queue (what is pending, which tasks, release.lua for each)."""
         b, released = self._broker, 0
         for queue in self._queues:
             stream = b._keys.stream(queue)
             pending: Any = await b._client.call("XPENDING", stream, GROUP, "-", "+", 10_000, self.name)
-            for item in pending:
-                entry_id = text(item[0])
-                found = entries(await b._client.call("XRANGE", stream, entry_id, entry_id))
+            entry_ids = [text(item[0]) for item in pending]
+            if not entry_ids:
+                continue
+            ranges = await b._client.call_many([("XRANGE", stream, e, e) for e in entry_ids])
+            calls: list[tuple[Sequence[str], Sequence[str]]] = []
+            for entry_id, reply in zip(entry_ids, ranges, strict=True):
+                if isinstance(reply, ReplyError):
+                    raise reply
+                found = entries(reply)
                 task_id = found[0][1].get(b"id", b"").decode() if found else ""
-                released += int(await b._client.run_script(
-                    b._scripts.release, [b._keys.task(task_id), stream], [GROUP, self.name, entry_id, task_id]) == 1)
+                calls.append(([b._keys.task(task_id), stream], [GROUP, self.name, entry_id, task_id]))
+            for reply in await b._client.run_scripts(b._scripts.release, calls):
+                if isinstance(reply, ReplyError):
+                    raise reply
+                released += int(reply == 1)
         return released
 
     async def close(self) -> None:
