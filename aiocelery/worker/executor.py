@@ -102,7 +102,7 @@ class Executor:
                     log.warning("task %s (id %s) lost its concurrency slot under %s (its deadline passed while "
                                 "the slot could not be renewed, and others took it): it runs on over the cap "
                                 "of %d", d.name, d.task_id, slot.slot_key, slot.limit)
-            except Exception as exc:  # Redis unreachable: try again next time; the deadline covers 3 tries
+            except Exception as exc:  # Redis unreachable: try again next time (a slot outlives two misses)
                 log.warning("could not renew the concurrency slot of task %s (id %s): %s: %s", d.name, d.task_id,
                             type(exc).__name__, exc)
 
