@@ -138,10 +138,8 @@ class Client:
         return None
 
     async def _acquire(self) -> Connection:
-        """An idle connection, a new one while under ``max_connections``, or the next released."""
-        idle = self._take_idle()
-        if idle is not None:
-            return idle
+        """When none is idle (the caller tried ``_take_idle`` first): a new connection while under
+        ``max_connections``, else the next one released."""
         if self._closed:
             raise RedisConnectionError("the Redis client is closed")
         if self._count >= self._max:
