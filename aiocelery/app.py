@@ -9,27 +9,27 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
-from ._clock import Clock
-from ._redis.errors import RedisError
-from .backends.base import ResultBackend
-from .brokers.base import Broker, Outgoing, Published
-from .canvas import Plan
-from .config import Config, redact_url
-from .exceptions import ConfigError, EncodeError, ResultNotFound, SendError, TaskArgumentsError
-from .hooks import Hooks, HookSet
-from .ids import new_id
-from .message import TaskMessage
-from .periodic import PeriodicEntry, make_entry, make_schedule
-from .registry import Registry
-from .result import AsyncResult
-from .schedule import Schedule
-from .signature import Signature
-from .task import NO_OPTIONS, SendOptions, Task, TaskOptions
-from .task_options import TaskOptionArgs, build_options
-from .wiring import Connections, connect
+from aiocelery._redis.errors import RedisError
+from aiocelery.backends.base import ResultBackend
+from aiocelery.brokers.base import Broker, Outgoing, Published
+from aiocelery.config import Config, redact_url
+from aiocelery.connections import Connections, connect
+from aiocelery.exceptions import ConfigError, EncodeError, ResultNotFound, SendError, TaskArgumentsError
+from aiocelery.tasks.canvas import Plan
+from aiocelery.tasks.hooks import Hooks, HookSet
+from aiocelery.tasks.options import TaskOptionArgs, build_options
+from aiocelery.tasks.periodic import PeriodicEntry, make_entry, make_schedule
+from aiocelery.tasks.registry import Registry
+from aiocelery.tasks.result import AsyncResult
+from aiocelery.tasks.signature import Signature
+from aiocelery.tasks.task import NO_OPTIONS, SendOptions, Task, TaskOptions
+from aiocelery.timing.clock import Clock
+from aiocelery.timing.schedule import Schedule
+from aiocelery.wire.ids import new_id
+from aiocelery.wire.message import TaskMessage
 
 if TYPE_CHECKING:
-    from .worker.worker import Worker
+    from aiocelery.worker.worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -154,7 +154,7 @@ class App:
         one while the replies of the other are read); all are validated before any is sent.
         Signatures with links or errbacks are sent as a ``group`` (the workflow path)."""
         if any(sig.links or sig.errbacks for sig in signatures):
-            from .canvas import group  # canvas builds on the app
+            from aiocelery.tasks.canvas import group  # canvas builds on the app
 
             return (await group(*signatures).apply_async(self)).results
         outgoing = [self._outgoing(sig) for sig in signatures]
@@ -288,8 +288,8 @@ class App:
         ``max_tasks`` / ``max_memory_mb``: drain and stop after that many tasks / above that RSS;
         ``beat``: run the periodic scheduler here too (safe with any number of workers).
         """
-        from .worker.limits import Limits  # runtimes sit above the app; imported on use
-        from .worker.worker import Worker
+        from aiocelery.worker.recycle import Limits  # runtimes sit above the app; imported on use
+        from aiocelery.worker.worker import Worker
 
         limits = Limits(max_tasks=max_tasks, max_memory_mb=max_memory_mb)
         return Worker(self, name=name, concurrency=concurrency, queues=queues, shutdown_grace_s=shutdown_grace_s,

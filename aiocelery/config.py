@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .exceptions import ConfigError
+from aiocelery.exceptions import ConfigError
 
 _SCHEMES = ("redis", "rediss", "unix", "memory")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .context import current_task
+from aiocelery.tasks.context import current_task
 
 TASK_FIELDS = ("task_name", "task_id", "attempt", "worker")
 

@@ -9,6 +9,6 @@ advances it, on ``memory://``::
     clock.advance(3600)   # an hour of timers fire now
 """
 
-from ._clock import VirtualClock as VirtualClock
+from aiocelery.timing.clock import VirtualClock as VirtualClock
 
 __all__ = ["VirtualClock"]

@@ -59,9 +59,9 @@ from aiocelery import App, Config, Hooks  # noqa: E402
 from aiocelery.cli.worker import GC_THRESHOLD, tune_gc  # noqa: E402
 from aiocelery.contrib.otel import OpenTelemetryHooks  # noqa: E402
 from aiocelery.contrib.prometheus import PrometheusHooks  # noqa: E402
-from aiocelery.hooks import HookSet  # noqa: E402
-from aiocelery.message import TaskMessage  # noqa: E402
-from aiocelery.records import Delivery  # noqa: E402
+from aiocelery.tasks.hooks import HookSet  # noqa: E402
+from aiocelery.wire.message import TaskMessage  # noqa: E402
+from aiocelery.wire.records import Delivery  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 CONFIGS = ("none", "prometheus", "otel", "otel-sdk-10%", "otel-head-10%", "all", "all-head-10%", "all-head-1%")

@@ -15,9 +15,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from aiocelery import App
-from aiocelery._redis.keys import Keys
 from aiocelery.brokers.base import Published
-from aiocelery.brokers.memory import MemoryBroker, MemoryStore
+from aiocelery.brokers.memory.broker import MemoryBroker, MemoryStore
+from aiocelery.brokers.redis.keys import Keys
 
 from .conftest import make_config
 

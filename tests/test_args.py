@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from aiocelery import Arg
-from aiocelery.args import coerce
+from aiocelery.tasks.args import coerce
 
 
 @pytest.mark.parametrize(

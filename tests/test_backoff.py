@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from aiocelery._backoff import Backoff
+from aiocelery.timing.reconnect import Backoff
 
 
 def test_delays_grow_with_full_jitter_and_stay_capped() -> None:

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aiocelery import App, CanvasError, Signature, TaskFailed, chain, chord, group
-from aiocelery.canvas import compile_canvas
+from aiocelery.tasks.canvas import compile_canvas
 
 from .conftest import make_config
 from .procs import Procs

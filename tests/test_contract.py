@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from aiocelery import App, AsyncResult, ResultError, ResultLost, ResultNotFound, ResultTimeout, TaskDead, TaskRevoked
-from aiocelery._redis.keys import Keys
 from aiocelery.brokers.base import Consumer, Outgoing
-from aiocelery.message import TaskMessage, decode_payload, decode_value, encode_value
-from aiocelery.records import Delivery, ErrorInfo, Settlement
+from aiocelery.brokers.redis.keys import Keys
+from aiocelery.wire.message import TaskMessage, decode_payload, decode_value, encode_value
+from aiocelery.wire.records import Delivery, ErrorInfo, Settlement
 
 from .helpers import Apps, created, dead_letters, eventually, inject_delivery, memory_store, raw_redis, subscriber_count
 

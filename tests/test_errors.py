@@ -30,7 +30,7 @@ from aiocelery import (
     TaskFailed,
 )
 from aiocelery.brokers.base import Outgoing
-from aiocelery.message import TaskMessage
+from aiocelery.wire.message import TaskMessage
 
 from .conftest import make_config
 from .helpers import Apps, created, dead_letters, memory_store, raw_redis

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from aiocelery.ids import new_id
+from aiocelery.wire.ids import new_id
 
 
 def test_task_ids_are_version_4_uuids_and_unique() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from aiocelery._redis.keys import Keys
+from aiocelery.brokers.redis.keys import Keys
 
 
 def _hash_tag(key: str) -> str:

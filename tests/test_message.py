@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from aiocelery import EncodeError
-from aiocelery.message import (
+from aiocelery.wire.message import (
     INT64_MAX,
     INT64_MIN,
     WIRE_VERSION,

@@ -116,7 +116,7 @@ async def test_inspect_queues_status_revoke_purge_control(procs: Procs) -> None:
 
 
 def test_task_logger_adds_context_and_json(caplog: pytest.LogCaptureFixture) -> None:
-    from aiocelery.context import TaskContext, _current
+    from aiocelery.tasks.context import TaskContext, _current
 
     logger = get_task_logger("unit.tasks")
     token = _current.set(TaskContext("id-1", "unit.task", "q", 2, True, "w9"))

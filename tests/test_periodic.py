@@ -18,8 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from aiocelery import App, Config, current_task
-from aiocelery.schedule import Cron
 from aiocelery.testing import VirtualClock
+from aiocelery.timing.schedule import Cron
 
 from .conftest import make_config
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aiocelery import App, TaskFailed
 from aiocelery.contrib.prometheus import PrometheusHooks, install, serve_metrics
-from aiocelery.records import Delivery
+from aiocelery.wire.records import Delivery
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from aiocelery import states
-from aiocelery.records import ErrorInfo, Settlement, TaskRecord
+from aiocelery.wire.records import ErrorInfo, Settlement, TaskRecord
 
 
 def test_error_info_round_trip() -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from aiocelery import App, TaskFailed, current_task
-from aiocelery._redis.keys import GROUP, Keys
+from aiocelery.brokers.redis.keys import GROUP, Keys
 
 from .conftest import make_config
 from .helpers import eventually, raw_redis

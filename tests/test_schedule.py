@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from aiocelery.schedule import (
+from aiocelery.timing.schedule import (
     EPOCH,
     Cron,
     Every,
@@ -670,7 +670,7 @@ def test_fire_id_validation(name: str, fire: datetime, message: str) -> None:
 
 
 def test_every_public_name_is_documented() -> None:
-    import aiocelery.schedule as module
+    import aiocelery.timing.schedule as module
 
     public: list[object] = [Cron, Every, MissedFirePolicy, Schedule, due_fire_times, fire_id, fire_times,
                             Cron.parse, Cron.next_after, Every.next_after, Schedule.next_after]

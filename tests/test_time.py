@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from aiocelery import App, Retry, SoftTimeLimitExceeded, TaskFailed, TaskRevoked, current_task
-from aiocelery.retry import RetryPolicy, decide, fibonacci
+from aiocelery.timing.retry import RetryPolicy, decide, fibonacci
 
 from .conftest import make_config
 from .helpers import eventually

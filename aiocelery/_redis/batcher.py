@@ -15,8 +15,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .client import Client
-from .scripts import Script
+from aiocelery._redis.client import Client
+from aiocelery._redis.scripts import Script
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 Args = tuple[list[str], list[Any]]

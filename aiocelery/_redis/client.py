@@ -17,11 +17,11 @@ import collections
 from collections.abc import Sequence
 from typing import Any
 
-from .._backoff import Backoff
-from .connection import Connection, Target, open_connection
-from .errors import RedisConnectionError, RedisTimeoutError, ReplyError
-from .scripts import Script
-from .wire import Arg, evalsha, pack
+from aiocelery._redis.connection import Connection, Target, open_connection
+from aiocelery._redis.errors import RedisConnectionError, RedisTimeoutError, ReplyError
+from aiocelery._redis.scripts import Script
+from aiocelery._redis.wire import Arg, evalsha, pack
+from aiocelery.timing.reconnect import Backoff
 
 
 class Client:

@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
-from .errors import ProtocolError, RedisConnectionError, RedisTimeoutError, ReplyError
-from .wire import pack
+from aiocelery._redis.errors import ProtocolError, RedisConnectionError, RedisTimeoutError, ReplyError
+from aiocelery._redis.wire import pack
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._backoff import Backoff
-from .connection import Connection, Target, open_connection
-from .errors import RedisConnectionError
-from .wire import pack
+from aiocelery._redis.connection import Connection, Target, open_connection
+from aiocelery._redis.errors import RedisConnectionError
+from aiocelery._redis.wire import pack
+from aiocelery.timing.reconnect import Backoff
 
 Listener = Callable[[bytes | None], None]
 log = logging.getLogger("aiocelery.pubsub")

@@ -13,10 +13,10 @@ from typing import Any
 
 import hiredis
 
-from .connection import Target, setup_commands
-from .errors import RedisConnectionError, RedisTimeoutError, ReplyError
-from .scripts import Script
-from .wire import Arg, evalsha, pack
+from aiocelery._redis.connection import Target, setup_commands
+from aiocelery._redis.errors import RedisConnectionError, RedisTimeoutError, ReplyError
+from aiocelery._redis.scripts import Script
+from aiocelery._redis.wire import Arg, evalsha, pack
 
 
 class SyncClient:

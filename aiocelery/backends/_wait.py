@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .._backoff import Backoff
-from ..brokers.base import TRANSIENT_ERRORS
-from ..exceptions import ResultLost, ResultNotFound, ResultTimeout
-from ..records import TaskRecord
+from aiocelery.brokers.base import TRANSIENT_ERRORS
+from aiocelery.exceptions import ResultLost, ResultNotFound, ResultTimeout
+from aiocelery.timing.reconnect import Backoff
+from aiocelery.wire.records import TaskRecord
 
 Reader = Callable[[str], Awaitable[TaskRecord | None]]
 Subscribe = Callable[[Callable[[bytes | None], None]], Awaitable[None]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..records import TaskRecord
+from aiocelery.wire.records import TaskRecord
 
 
 class ResultBackend(Protocol):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..brokers.memory import Listener, MemoryStore
-from ..records import TaskRecord
-from ._wait import wait_for_record
+from aiocelery.backends._wait import wait_for_record
+from aiocelery.brokers.memory.broker import Listener, MemoryStore
+from aiocelery.wire.records import TaskRecord
 
 
 class MemoryBackend:

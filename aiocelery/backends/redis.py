@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._redis.client import Client
-from .._redis.keys import Keys
-from .._redis.pubsub import Listener, PubSubHub
-from ..message import decode_value
-from ..records import ErrorInfo, TaskRecord
-from ._wait import wait_for_record
+from aiocelery._redis.client import Client
+from aiocelery._redis.pubsub import Listener, PubSubHub
+from aiocelery.backends._wait import wait_for_record
+from aiocelery.brokers.redis.keys import Keys
+from aiocelery.wire.message import decode_value
+from aiocelery.wire.records import ErrorInfo, TaskRecord
 
 _FIELDS = ("name", "queue", "state", "attempt", "result", "error", "reason", "worker",
            "created_ms", "started_ms", "done_ms")

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
-from ..message import TaskMessage
-from ..records import DeadLetter, Delivery, Settlement
-from ..workflow import ChordInit, Spec
+from aiocelery.wire.message import TaskMessage
+from aiocelery.wire.records import DeadLetter, Delivery, Settlement
+from aiocelery.wire.workflow import ChordInit, Spec
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
 """Errors after which a broker call may succeed if tried again (connection loss, timeouts)."""

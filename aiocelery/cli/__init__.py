@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from .. import __version__
-from . import beat, dead, inspect, ops, worker
+from aiocelery._version import __version__
+from aiocelery.cli import beat, dead, inspect, ops, worker
 
 
 def build_parser() -> argparse.ArgumentParser:

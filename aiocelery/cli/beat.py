@@ -8,9 +8,9 @@ import contextlib
 import signal
 from typing import Any
 
-from .. import logs
-from ..beat import Scheduler
-from .common import add_app_argument, load_app
+from aiocelery import logs
+from aiocelery.cli.common import add_app_argument, load_app
+from aiocelery.worker.beat import Scheduler
 
 BEAT_HELP = """\
 Send the app's periodic tasks (@app.periodic, app.add_periodic) at their fire times.

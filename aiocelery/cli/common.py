@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from ..app import App
+from aiocelery.app import App
 
 
 def positive_int(text: str) -> int:

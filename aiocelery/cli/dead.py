@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..app import App
-from ..records import DeadLetter
-from .common import add_app_argument, confirm, load_app, positive_int
+from aiocelery.app import App
+from aiocelery.cli.common import add_app_argument, confirm, load_app, positive_int
+from aiocelery.wire.records import DeadLetter
 
 DEAD_HELP = """\
 Dead letters are tasks that will not run again by themselves: unknown task names,

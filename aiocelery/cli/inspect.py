@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from .common import add_app_argument, load_app
+from aiocelery.cli.common import add_app_argument, load_app
 
 INSPECT_HELP = """\
 Look at the live workers, from the heartbeat records they write every 5 s (a

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from ..exceptions import ResultNotFound
-from .common import add_app_argument, confirm, load_app
+from aiocelery.cli.common import add_app_argument, confirm, load_app
+from aiocelery.exceptions import ResultNotFound
 
 
 def add_parsers(commands: Any) -> None:

@@ -10,11 +10,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .. import __version__, logs
-from ..config import redact_url
-from ..worker.health import serve_health
-from ..worker.worker import Worker
-from .common import add_app_argument, load_app, positive_int
+from aiocelery import logs
+from aiocelery._version import __version__
+from aiocelery.cli.common import add_app_argument, load_app, positive_int
+from aiocelery.config import redact_url
+from aiocelery.worker.health import serve_health
+from aiocelery.worker.worker import Worker
 
 log = logging.getLogger("aiocelery")
 
@@ -122,7 +123,7 @@ async def _side_servers(args: argparse.Namespace, worker: Worker) -> list[Any]:
         log.info("health: http://0.0.0.0:%d/live and /ready", args.health_port)
     if args.metrics_port is not None:
         try:
-            from ..contrib.prometheus import install
+            from aiocelery.contrib.prometheus import install
         except ImportError as exc:
             raise SystemExit(f"error: --metrics-port needs prometheus-client: pip install 'aiocelery[prometheus]' "
                              f"({exc})") from None

@@ -52,13 +52,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"(missing: {exc.name or exc})"
     ) from exc
 
-from .. import __version__
-from ..hooks import Hooks
-from ..message import TaskMessage, decode_payload
-from ..records import Delivery, ErrorInfo
+from aiocelery._version import __version__
+from aiocelery.tasks.hooks import Hooks
+from aiocelery.wire.message import TaskMessage, decode_payload
+from aiocelery.wire.records import Delivery, ErrorInfo
 
 if TYPE_CHECKING:
-    from ..worker.worker import Worker
+    from aiocelery.worker.worker import Worker
 
 SYSTEM = "aiocelery"
 UNTRACED_HEADER = "aiocelery-traced"

@@ -52,15 +52,15 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 
-from .._redis.errors import ReplyError
-from .._redis.keys import GROUP
-from ..brokers.memory import MemoryBroker
-from ..hooks import Hooks
-from ..records import Delivery, ErrorInfo
+from aiocelery._redis.errors import ReplyError
+from aiocelery.brokers.memory.broker import MemoryBroker
+from aiocelery.brokers.redis.keys import GROUP
+from aiocelery.tasks.hooks import Hooks
+from aiocelery.wire.records import Delivery, ErrorInfo
 
 if TYPE_CHECKING:
-    from ..app import App
-    from ..worker.worker import Worker
+    from aiocelery.app import App
+    from aiocelery.worker.worker import Worker
 
 log = logging.getLogger("aiocelery.prometheus")
 

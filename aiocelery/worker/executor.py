@@ -15,20 +15,20 @@ import time
 import traceback
 from typing import Any
 
-from .. import states
-from .._redis.keys import Keys
-from ..brokers.limits import CAP_FULL, Admission, Limiter
-from ..context import TaskContext, _current
-from ..exceptions import EncodeError, Retry
-from ..hooks import HookSet
-from ..message import Payload, decode_payload, encode_value
-from ..records import Delivery, ErrorInfo, Settlement
-from ..registry import Registry
-from ..retry import decide
-from ..task import Task
-from .scope import RunScope
-from .soft_limit import run_with_soft_limit
-from .threads import DaemonThreadPool
+from aiocelery import states
+from aiocelery.brokers.admission import CAP_FULL, Admission, Limiter
+from aiocelery.brokers.redis.keys import Keys
+from aiocelery.exceptions import EncodeError, Retry
+from aiocelery.tasks.context import TaskContext, _current
+from aiocelery.tasks.hooks import HookSet
+from aiocelery.tasks.registry import Registry
+from aiocelery.tasks.task import Task
+from aiocelery.timing.retry import decide
+from aiocelery.wire.message import Payload, decode_payload, encode_value
+from aiocelery.wire.records import Delivery, ErrorInfo, Settlement
+from aiocelery.worker.scope import RunScope
+from aiocelery.worker.soft_limit import run_with_soft_limit
+from aiocelery.worker.threads import DaemonThreadPool
 
 CAP_RETRY_MS = 250
 """How long a start refused by a full concurrency cap waits before it is tried again (jittered)."""

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import anyio
 
-from .._backoff import Backoff
-from ..brokers.base import TRANSIENT_ERRORS, Consumer
-from ..records import Delivery
-from .scope import RunScope
+from aiocelery.brokers.base import TRANSIENT_ERRORS, Consumer
+from aiocelery.timing.reconnect import Backoff
+from aiocelery.wire.records import Delivery
+from aiocelery.worker.scope import RunScope
 
 log = logging.getLogger("aiocelery.worker")
 

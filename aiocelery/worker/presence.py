@@ -13,11 +13,11 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._version import __version__
-from ..brokers.admin import Admin
+from aiocelery._version import __version__
+from aiocelery.brokers.operations import Admin
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from aiocelery.worker.worker import Worker
 
 HEARTBEAT_S = 5.0
 

@@ -7,13 +7,13 @@ import dataclasses
 import logging
 from typing import Protocol
 
-from .. import states
-from .._backoff import Backoff
-from ..brokers.base import TRANSIENT_ERRORS, Broker
-from ..hooks import HookSet
-from ..message import TaskMessage, decode_value
-from ..records import Delivery, ErrorInfo, Settlement
-from ..workflow import Headers, Spec, Wf, on_failure, on_success
+from aiocelery import states
+from aiocelery.brokers.base import TRANSIENT_ERRORS, Broker
+from aiocelery.tasks.hooks import HookSet
+from aiocelery.timing.reconnect import Backoff
+from aiocelery.wire.message import TaskMessage, decode_value
+from aiocelery.wire.records import Delivery, ErrorInfo, Settlement
+from aiocelery.wire.workflow import Headers, Spec, Wf, on_failure, on_success
 
 log = logging.getLogger("aiocelery.worker")
 SETTLE_RETRY_S = 60.0

@@ -15,7 +15,7 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-from ..exceptions import SoftTimeLimitExceeded
+from aiocelery.exceptions import SoftTimeLimitExceeded
 
 T = TypeVar("T")
 _MARK = "aiocelery soft time limit"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .soft_limit import raise_in_thread
+from aiocelery.worker.soft_limit import raise_in_thread
 
 T = TypeVar("T")
 

@@ -25,23 +25,23 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio import CancelScope
 
-from .. import states
-from .._backoff import Backoff
-from ..beat import Scheduler
-from ..brokers.base import TRANSIENT_ERRORS, Broker, Consumer
-from ..context import TaskContext
-from ..records import Delivery, Settlement
-from .executor import Executor
-from .fetcher import Fetcher, Slots
-from .leases import LeaseThread
-from .limits import Limits
-from .presence import Presence
-from .scope import RunScope
-from .settle import Settler
-from .watchdog import LoopWatchdog
+from aiocelery import states
+from aiocelery.brokers.base import TRANSIENT_ERRORS, Broker, Consumer
+from aiocelery.tasks.context import TaskContext
+from aiocelery.timing.reconnect import Backoff
+from aiocelery.wire.records import Delivery, Settlement
+from aiocelery.worker.beat import Scheduler
+from aiocelery.worker.executor import Executor
+from aiocelery.worker.fetcher import Fetcher, Slots
+from aiocelery.worker.lease_thread import LeaseThread
+from aiocelery.worker.presence import Presence
+from aiocelery.worker.recycle import Limits
+from aiocelery.worker.scope import RunScope
+from aiocelery.worker.settle import Settler
+from aiocelery.worker.watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
-    from ..app import App
+    from aiocelery.app import App
 
 log = logging.getLogger("aiocelery.worker")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypedDict
 
-from .rate import Rate
-from .retry import Backoff, ExceptionTypes, RetryPolicy, exception_types
-from .task import TaskOptions
+from aiocelery.tasks.task import TaskOptions
+from aiocelery.timing.rate import Rate
+from aiocelery.timing.retry import Backoff, ExceptionTypes, RetryPolicy, exception_types
 
 
 class TaskOptionArgs(TypedDict, total=False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import states
+from aiocelery import states
 
 
 @dataclass(frozen=True, slots=True)

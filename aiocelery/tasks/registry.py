@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .exceptions import NotRegistered
-from .task import Task
+from aiocelery.exceptions import NotRegistered
+from aiocelery.tasks.task import Task
 
 
 class Registry:

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from . import states
-from .backends.base import ResultBackend
-from .exceptions import ResultNotFound, TaskDead, TaskFailed, TaskRevoked
-from .message import decode_value
-from .records import TaskRecord
+from aiocelery import states
+from aiocelery.backends.base import ResultBackend
+from aiocelery.exceptions import ResultNotFound, TaskDead, TaskFailed, TaskRevoked
+from aiocelery.wire.message import decode_value
+from aiocelery.wire.records import TaskRecord
 
 R = TypeVar("R")
 

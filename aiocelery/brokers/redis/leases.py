@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from ..records import Delivery
-from .keys import GROUP, Keys
-from .scripts import Script
-from .sync import SyncClient
+from aiocelery._redis.sync import SyncClient
+from aiocelery.brokers.redis.keys import GROUP, Keys
+from aiocelery.brokers.redis.scripts import load_script
+from aiocelery.wire.records import Delivery
 
 
 class RedisLeaseKeeper:
@@ -21,7 +21,7 @@ class RedisLeaseKeeper:
     def __init__(self, url: str, keys: Keys, consumer: str) -> None:
         # no client-side retries: a stalled pass must end quickly, the next pass comes lease/3 later
         self._client = SyncClient(url, timeout=2.0)
-        self._renew = Script.named("renew")
+        self._renew = load_script("renew")
         self._keys = keys
         self._consumer = consumer
 

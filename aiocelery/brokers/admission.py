@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .._redis.client import Client
-from .._redis.scripts import Script
-from ..rate import Rate
+from aiocelery._redis.client import Client
+from aiocelery.brokers.redis.scripts import load_script
+from aiocelery.timing.rate import Rate
 
 CAP_FULL = -1
 """``admit`` answer when the concurrency cap is full."""
@@ -44,7 +44,7 @@ class RedisLimiter:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._script = Script.named("admit")
+        self._script = load_script("admit")
 
     async def admit(self, a: Admission) -> int:
         """One script call checks the rate and the cap together."""

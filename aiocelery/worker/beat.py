@@ -14,11 +14,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from .exceptions import AioCeleryError
-from .schedule import DEFAULT_GRACE, Schedule, due_fire_times, fire_id
+from aiocelery.exceptions import AioCeleryError
+from aiocelery.timing.schedule import DEFAULT_GRACE, Schedule, due_fire_times, fire_id
 
 if TYPE_CHECKING:
-    from .app import App
+    from aiocelery.app import App
 
 log = logging.getLogger("aiocelery.beat")
 NEVER_S = 3600.0

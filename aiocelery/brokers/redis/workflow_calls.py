@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from ..workflow import Child, ChordInit, Spec, WorkflowOps
-from .keys import Keys
+from aiocelery.brokers.redis.keys import Keys
+from aiocelery.wire.workflow import Child, ChordInit, Spec, WorkflowOps
 
 
 def workflow_call(keys: Keys, ops: WorkflowOps, error: bytes) -> tuple[list[str], bytes]:

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from .. import states
-from .._redis.client import Client
-from .._redis.keys import GROUP, Keys
-from .._redis.pubsub import PubSubHub
-from .._redis.replies import entries, fields, text
+from aiocelery import states
+from aiocelery._redis.client import Client
+from aiocelery._redis.pubsub import PubSubHub
+from aiocelery._redis.replies import entries, fields, text
+from aiocelery.brokers.redis.keys import GROUP, Keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .exceptions import EncodeError
+from aiocelery.exceptions import EncodeError
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -14,19 +14,19 @@ from typing import Any
 
 import orjson
 
-from .._backoff import Backoff
-from .._redis.batcher import ScriptBatcher
-from .._redis.client import Client, blocking_client
-from .._redis.errors import ReplyError
-from .._redis.keys import GROUP, Keys
-from .._redis.leases import RedisLeaseKeeper
-from .._redis.pubsub import PubSubHub
-from .._redis.replies import Entry, entries, info, text
-from .._redis.scripts import Scripts
-from .._redis.workflow_calls import prepare_call, workflow_call
-from ..records import DeadLetter, Delivery, ErrorInfo, Settlement
-from ..workflow import ChordInit, Spec
-from .base import Outgoing, Published
+from aiocelery._redis.batcher import ScriptBatcher
+from aiocelery._redis.client import Client, blocking_client
+from aiocelery._redis.errors import ReplyError
+from aiocelery._redis.pubsub import PubSubHub
+from aiocelery._redis.replies import Entry, entries, info, text
+from aiocelery.brokers.base import Outgoing, Published
+from aiocelery.brokers.redis.keys import GROUP, Keys
+from aiocelery.brokers.redis.leases import RedisLeaseKeeper
+from aiocelery.brokers.redis.scripts import Scripts
+from aiocelery.brokers.redis.workflow_calls import prepare_call, workflow_call
+from aiocelery.timing.reconnect import Backoff
+from aiocelery.wire.records import DeadLetter, Delivery, ErrorInfo, Settlement
+from aiocelery.wire.workflow import ChordInit, Spec
 
 log = logging.getLogger("aiocelery.broker")
 PROMOTE_BATCH = 1000

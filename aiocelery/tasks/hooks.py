@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .message import TaskMessage
-from .records import Delivery, ErrorInfo
+from aiocelery.wire.message import TaskMessage
+from aiocelery.wire.records import Delivery, ErrorInfo
 
 if TYPE_CHECKING:
-    from .worker.worker import Worker
+    from aiocelery.worker.worker import Worker
 
 log = logging.getLogger("aiocelery.hooks")
 

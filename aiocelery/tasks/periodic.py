@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .schedule import Cron, Every, MissedFirePolicy, Schedule
-from .signature import Signature
+from aiocelery.tasks.signature import Signature
+from aiocelery.timing.schedule import Cron, Every, MissedFirePolicy, Schedule
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,15 +13,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
-from .exceptions import CanvasError
-from .ids import new_id
-from .message import TaskMessage, check_lossless
-from .result import AsyncResult, GroupResult
-from .signature import Signature
-from .workflow import ChordInit, ChordRef, Spec, Wf, descendants, frame
+from aiocelery.exceptions import CanvasError
+from aiocelery.tasks.result import AsyncResult, GroupResult
+from aiocelery.tasks.signature import Signature
+from aiocelery.wire.ids import new_id
+from aiocelery.wire.message import TaskMessage, check_lossless
+from aiocelery.wire.workflow import ChordInit, ChordRef, Spec, Wf, descendants, frame
 
 if TYPE_CHECKING:
-    from .app import App
+    from aiocelery.app import App
 
 Canvas = Union[Signature, "chain", "group", "chord"]
 Cont = list[Spec] | ChordRef | None

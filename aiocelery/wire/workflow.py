@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from .message import WIRE_VERSION, dumps
-from .records import ErrorInfo
+from aiocelery.wire.message import WIRE_VERSION, dumps
+from aiocelery.wire.records import ErrorInfo
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..brokers.base import LeaseKeeper
-from ..records import Delivery
+from aiocelery.brokers.base import LeaseKeeper
+from aiocelery.wire.records import Delivery
 
 log = logging.getLogger("aiocelery.worker")
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .args import Arg
+from aiocelery.tasks.args import Arg
 
 if TYPE_CHECKING:
-    from .app import App
-    from .canvas import Canvas, chain
-    from .result import AsyncResult
+    from aiocelery.app import App
+    from aiocelery.tasks.canvas import Canvas, chain
+    from aiocelery.tasks.result import AsyncResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +72,13 @@ class Signature:
         return dataclasses.replace(self, errbacks=(*self.errbacks, errback))
 
     def __or__(self, other: Canvas) -> chain:
-        from .canvas import chain  # canvas builds on signatures
+        from aiocelery.tasks.canvas import chain  # canvas builds on signatures
 
         return chain(self, other)
 
     async def apply_async(self, app: App | None = None) -> AsyncResult[Any]:
         """Send it (with its links and errbacks); ``app`` defaults to the one of ``task.s()``."""
-        from .canvas import _apply
+        from aiocelery.tasks.canvas import _apply
 
         result = await _apply(self, app)
         assert not isinstance(result, list)

@@ -17,12 +17,12 @@ from typing import Any
 
 import orjson
 
-from .. import states
-from .._clock import Clock, SystemClock
-from ..message import dumps
-from ..records import DeadLetter, Delivery, ErrorInfo, Settlement, TaskRecord
-from ..workflow import Child, ChordInit, Spec, WorkflowOps
-from .base import Outgoing, Published
+from aiocelery import states
+from aiocelery.brokers.base import Outgoing, Published
+from aiocelery.timing.clock import Clock, SystemClock
+from aiocelery.wire.message import dumps
+from aiocelery.wire.records import DeadLetter, Delivery, ErrorInfo, Settlement, TaskRecord
+from aiocelery.wire.workflow import Child, ChordInit, Spec, WorkflowOps
 
 Listener = Callable[[bytes | None], None]
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._clock import Clock, SystemClock
-from ._redis.client import Client, command_client
-from ._redis.keys import Keys
-from ._redis.pubsub import PubSubHub
-from .backends.base import ResultBackend
-from .backends.memory import MemoryBackend
-from .backends.redis import RedisBackend
-from .brokers.admin import Admin, MemoryAdmin, RedisAdmin
-from .brokers.base import Broker
-from .brokers.limits import Limiter, MemoryLimiter, RedisLimiter
-from .brokers.memory import MemoryBroker, MemoryStore
-from .brokers.redis import RedisBroker
-from .config import Config
-from .exceptions import ConfigError
+from aiocelery._redis.client import Client, command_client
+from aiocelery._redis.pubsub import PubSubHub
+from aiocelery.backends.base import ResultBackend
+from aiocelery.backends.memory import MemoryBackend
+from aiocelery.backends.redis import RedisBackend
+from aiocelery.brokers.admission import Limiter, MemoryLimiter, RedisLimiter
+from aiocelery.brokers.base import Broker
+from aiocelery.brokers.memory.broker import MemoryBroker, MemoryStore
+from aiocelery.brokers.operations import Admin, MemoryAdmin, RedisAdmin
+from aiocelery.brokers.redis.broker import RedisBroker
+from aiocelery.brokers.redis.keys import Keys
+from aiocelery.config import Config
+from aiocelery.exceptions import ConfigError
+from aiocelery.timing.clock import Clock, SystemClock
 
 
 @dataclass(slots=True)

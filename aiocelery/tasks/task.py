@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-from .exceptions import TaskArgumentsError
-from .rate import Rate
-from .result import AsyncResult
-from .retry import RetryPolicy
-from .signature import Signature
+from aiocelery.exceptions import TaskArgumentsError
+from aiocelery.tasks.result import AsyncResult
+from aiocelery.tasks.signature import Signature
+from aiocelery.timing.rate import Rate
+from aiocelery.timing.retry import RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
