@@ -6,8 +6,10 @@ from aiocelery.app import TaskDecorator as TaskDecorator
 from aiocelery.config import AMQPConfig as AMQPConfig
 from aiocelery.config import Config as Config
 from aiocelery.exceptions import AioCeleryError as AioCeleryError
+from aiocelery.exceptions import BrokerError as BrokerError
 from aiocelery.exceptions import CanvasError as CanvasError
 from aiocelery.exceptions import ConfigError as ConfigError
+from aiocelery.exceptions import DeadLetterError as DeadLetterError
 from aiocelery.exceptions import EncodeError as EncodeError
 from aiocelery.exceptions import NotRegistered as NotRegistered
 from aiocelery.exceptions import ResultError as ResultError
@@ -22,6 +24,7 @@ from aiocelery.exceptions import TaskDead as TaskDead
 from aiocelery.exceptions import TaskError as TaskError
 from aiocelery.exceptions import TaskFailed as TaskFailed
 from aiocelery.exceptions import TaskRevoked as TaskRevoked
+from aiocelery.exceptions import TimeLimitExceeded as TimeLimitExceeded
 from aiocelery.tasks.args import Arg as Arg
 from aiocelery.tasks.canvas import chain as chain
 from aiocelery.tasks.canvas import chord as chord
@@ -34,6 +37,9 @@ from aiocelery.tasks.result import GroupResult as GroupResult
 from aiocelery.tasks.signature import Signature as Signature
 from aiocelery.tasks.task import Task as Task
 from aiocelery.timing.retry import RetryPolicy as RetryPolicy
+from aiocelery.wire.message import TaskMessage as TaskMessage
+from aiocelery.wire.records import Delivery as Delivery
+from aiocelery.wire.records import ErrorInfo as ErrorInfo
 from aiocelery.worker.worker import Worker as Worker
 
 __all__ = [
@@ -42,10 +48,14 @@ __all__ = [
     "App",
     "Arg",
     "AsyncResult",
+    "BrokerError",
     "CanvasError",
     "Config",
     "ConfigError",
+    "DeadLetterError",
+    "Delivery",
     "EncodeError",
+    "ErrorInfo",
     "GroupResult",
     "Hooks",
     "NotRegistered",
@@ -65,7 +75,9 @@ __all__ = [
     "TaskDecorator",
     "TaskError",
     "TaskFailed",
+    "TaskMessage",
     "TaskRevoked",
+    "TimeLimitExceeded",
     "Worker",
     "__version__",
     "chain",

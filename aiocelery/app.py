@@ -9,12 +9,11 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
-from aiocelery._redis.errors import RedisError
 from aiocelery.backends.base import ResultBackend
 from aiocelery.brokers.base import Broker, Outgoing, Published
 from aiocelery.config import Config, redact_url
 from aiocelery.connections import Connections, connect
-from aiocelery.exceptions import ConfigError, EncodeError, ResultNotFound, SendError, TaskArgumentsError
+from aiocelery.exceptions import BrokerError, ConfigError, EncodeError, ResultNotFound, SendError, TaskArgumentsError
 from aiocelery.tasks.canvas import Plan
 from aiocelery.tasks.hooks import Hooks, HookSet
 from aiocelery.tasks.options import TaskOptionArgs, build_options
@@ -91,7 +90,7 @@ class App:
             signature = Signature(task.name, args=args, kwargs=kwargs or {}, queue=task.options.queue)
             self.periodic_entries.append(make_entry(task.name, schedule, signature, missed))
 
-        return TaskDecorator(self, build_options(options), on_register)
+        return TaskDecorator(self, build_options(options, "@app.periodic"), on_register)
 
     def add_periodic(self, schedule: str | timedelta | Schedule, signature: Signature, *, name: str | None = None,
                      tz: str | None = None, missed: str = "latest") -> PeriodicEntry:
@@ -183,7 +182,7 @@ class App:
                 self.hooks.call("on_publish", message)
             items.append(Outgoing(message, message.encode(self.config.max_payload_bytes)))
         if plan.chords or plan.later:
-            await self._connections().broker.prepare_workflow(plan.chords, plan.later)
+            await self.connections.broker.prepare_workflow(plan.chords, plan.later)
         if items:
             await self._publish(items, items[0].message)
 
@@ -213,8 +212,8 @@ class App:
 
     async def _publish(self, items: list[Outgoing], first: TaskMessage) -> list[Published]:
         try:  # the broker bounds each round trip by send_timeout_s
-            return await self._connections().broker.publish(items)
-        except (TimeoutError, RedisError, OSError) as exc:
+            return await self.connections.broker.publish(items)
+        except self.connections.errors as exc:
             what = f"task {first.name!r} (id {first.id})" if len(items) == 1 else (
                 f"{len(items)} tasks (first: {first.name!r}, id {first.id})")
             raise SendError(
@@ -265,7 +264,12 @@ class App:
         a running one is not run again, and with ``terminate`` its worker cancels it now (async)
         or sets its cancel token and abandons it (thread). Stored in Redis, so workers started
         later see it too. Returns the state afterwards; ResultNotFound for an unknown id."""
-        state = await self._connections().broker.revoke(task_id, terminate, reason)
+        try:
+            state = await self.connections.broker.revoke(task_id, terminate, reason)
+        except self.connections.errors as exc:
+            raise BrokerError(f"task {task_id} could not be revoked on {redact_url(self.config.broker)}: "
+                              f"{type(exc).__name__}: {exc or 'timed out'}. Nothing changed if the broker never "
+                              "saw it; revoke it again (revoking is idempotent).", task_id=task_id) from exc
         if not state:
             raise ResultNotFound(task_id)
         return state
@@ -273,12 +277,12 @@ class App:
     @property
     def broker(self) -> Broker:
         """The broker this app sends to and its workers fetch from."""
-        return self._connections().broker
+        return self.connections.broker
 
     @property
     def backend(self) -> ResultBackend:
         """The result backend results are read from."""
-        return self._connections().backend
+        return self.connections.backend
 
     def worker(self, name: str | None = None, *, concurrency: int = 10, queues: list[str] | None = None,
                shutdown_grace_s: float | None = None, max_tasks: int | None = None,
@@ -296,9 +300,12 @@ class App:
                       limits=limits, beat=beat)
 
     def _backend_getter(self) -> ResultBackend:
-        return self._connections().backend
+        return self.connections.backend
 
-    def _connections(self) -> Connections:
+    @property
+    def connections(self) -> Connections:
+        """The broker, result backend, operations, limiter and clock this app's Config names,
+        created on first use (connections open lazily) and again after ``close()``."""
         if self._conn is None:
             self._conn = connect(self.config, self._clock)
         return self._conn

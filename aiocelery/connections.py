@@ -1,20 +1,31 @@
-"""Build the broker and backend a Config names, sharing what they can share."""
+"""Build what a Config names: the broker, the result backend, operations, the limiter and the clock.
+
+``connect`` picks the implementation by the URL's scheme, so adding a broker is one entry in
+``_BUILDERS`` (see ``docs/adding-a-broker.md``). Connections are opened lazily, on first use.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from aiocelery._redis.client import Client, command_client
+from aiocelery._redis.client import command_client
+from aiocelery._redis.errors import RedisError
 from aiocelery._redis.pubsub import PubSubHub
 from aiocelery.backends.base import ResultBackend
 from aiocelery.backends.memory import MemoryBackend
 from aiocelery.backends.redis import RedisBackend
-from aiocelery.brokers.admission import Limiter, MemoryLimiter, RedisLimiter
-from aiocelery.brokers.base import Broker
-from aiocelery.brokers.memory.broker import MemoryBroker, MemoryStore
-from aiocelery.brokers.operations import Admin, MemoryAdmin, RedisAdmin
+from aiocelery.brokers.admission import Limiter
+from aiocelery.brokers.base import TRANSIENT_ERRORS, Broker
+from aiocelery.brokers.memory.broker import MemoryBroker
+from aiocelery.brokers.memory.limits import MemoryLimiter
+from aiocelery.brokers.memory.operations import MemoryOperations
+from aiocelery.brokers.memory.store import MemoryStore
+from aiocelery.brokers.operations import Operations
 from aiocelery.brokers.redis.broker import RedisBroker
 from aiocelery.brokers.redis.keys import Keys
+from aiocelery.brokers.redis.limits import RedisLimiter
+from aiocelery.brokers.redis.operations import RedisOperations
 from aiocelery.config import Config
 from aiocelery.exceptions import ConfigError
 from aiocelery.timing.clock import Clock, SystemClock
@@ -22,42 +33,66 @@ from aiocelery.timing.clock import Clock, SystemClock
 
 @dataclass(slots=True)
 class Connections:
-    """An app's broker and backend plus the Redis client and pub/sub hub behind them."""
+    """Everything an app talks to, built from its Config: what ``app.connections`` returns.
+
+    The worker takes the broker, backend, limiter, operations and clock from here; the CLI and
+    contrib take ``operations``; ``close`` releases whatever the parts share (a Redis client and
+    its pub/sub connection)."""
 
     broker: Broker
+    """Where tasks are sent and fetched."""
     backend: ResultBackend
+    """Where results are read and awaited."""
+    operations: Operations
+    """Queue numbers, purge, dead letters, the worker registry and control channel."""
     limiter: Limiter
-    keys: Keys
+    """Rate limits and concurrency caps."""
     clock: Clock
-    admin: Admin
-    client: Client | None = None
-    hub: PubSubHub | None = None
+    """The clock schedules read (the broker's own time on Redis: ``broker.now_ms``)."""
+    errors: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
+    """What the parts may raise besides aiocelery's own errors (connection loss, timeouts, the
+    client's error replies): public calls wrap these in ``BrokerError``/``SendError``."""
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """What the parts share, closed after them."""
 
     async def close(self) -> None:
         """Close everything, in dependency order."""
         await self.broker.close()
         await self.backend.close()
-        if self.hub is not None:
-            await self.hub.close()
-        if self.client is not None:
-            await self.client.aclose()
+        for close in self.closers:
+            await close()
 
 
 def connect(config: Config, clock: Clock | None = None) -> Connections:
     """Create (lazily connecting) clients for ``config``; ``clock`` only for memory://."""
-    if config.is_memory:
-        store = MemoryStore(clock=clock or SystemClock())
-        broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes)
-        limiter = MemoryLimiter(store.clock.now_ms)
-        return Connections(broker, MemoryBackend(store), limiter, Keys(config.key_prefix), store.clock,
-                           MemoryAdmin(store))
+    scheme = config.broker.partition("://")[0]
+    builder = _BUILDERS.get(scheme)
+    if builder is None:  # Config checks URLs when it is built; this guards a new scheme without a builder
+        raise ConfigError(f"no broker is built for {scheme}:// URLs")
+    return builder(config, clock)
+
+
+def _memory(config: Config, clock: Clock | None) -> Connections:
+    store = MemoryStore(clock=clock or SystemClock())
+    broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes)
+    return Connections(broker, MemoryBackend(store), MemoryOperations(store), MemoryLimiter(store.clock.now_ms),
+                       store.clock)
+
+
+def _redis(config: Config, clock: Clock | None) -> Connections:
     if clock is not None:
         raise ConfigError("a custom clock (VirtualClock) works with memory:// only; Redis keeps its own time")
     client = command_client(config.broker, config.max_connections)
     hub = PubSubHub(config.broker)
     keys = Keys(config.key_prefix)
-    redis_broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
-                               max_crashes=config.max_crashes, send_timeout_s=config.send_timeout_s)
-    backend = RedisBackend(client, hub, keys)
-    admin = RedisAdmin(client, hub, keys, int(config.result_ttl_s * 1000))
-    return Connections(redis_broker, backend, RedisLimiter(client), keys, SystemClock(), admin, client, hub)
+    broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
+                         max_crashes=config.max_crashes, send_timeout_s=config.send_timeout_s)
+    operations = RedisOperations(client, hub, keys, int(config.result_ttl_s * 1000))
+    return Connections(broker, RedisBackend(client, hub, keys), operations, RedisLimiter(client, keys),
+                       SystemClock(), (*TRANSIENT_ERRORS, RedisError), [hub.close, client.aclose])
+
+
+_BUILDERS: dict[str, Callable[[Config, Clock | None], Connections]] = {
+    "memory": _memory, "redis": _redis, "rediss": _redis, "unix": _redis,
+}
+"""Builders by URL scheme."""

@@ -3,27 +3,30 @@
 ::
 
     AioCeleryError
-    ├── ConfigError                 a Config value or URL is wrong
+    ├── ConfigError                 a Config value, URL or task option is wrong (also ValueError)
     ├── TaskArgumentsError          arguments don't bind to the task's signature (also TypeError)
     ├── EncodeError                 a value can't be sent losslessly, or is too big (also ValueError)
-    ├── SendError                   the broker could not take the task (unreachable, timed out)
     ├── NotRegistered               a task name this app does not know (also KeyError)
     ├── CanvasError                 a workflow that cannot be built (also ValueError)
+    ├── BrokerError                 the broker could not do what was asked (unreachable, timed out)
+    │   └── SendError               ... and the call was a send: re-send with the same id
+    ├── DeadLetterError             no such dead letter, or it cannot be requeued (also ValueError)
     ├── TaskError                   the task ended badly; raised by ``AsyncResult.get()``
     │   ├── TaskFailed              it raised: remote type, message and traceback attached
     │   ├── TaskDead                dead-lettered (unknown task, bad message, too many crashes)
     │   └── TaskRevoked             revoked before or while running
-    └── ResultError                 the result itself can't be had
-        ├── ResultNotFound          the id was never sent, or its result expired
-        ├── ResultTimeout           ``get(timeout=)`` ran out (also TimeoutError)
-        └── ResultLost              Redis lost its data while the task was pending
+    ├── ResultError                 the result itself can't be had
+    │   ├── ResultNotFound          the id was never sent, or its result expired
+    │   ├── ResultTimeout           ``get(timeout=)`` ran out (also TimeoutError)
+    │   └── ResultLost              Redis lost its data while the task was pending
+    ├── Retry                       raised by a task: run it again later (control flow, not a failure)
+    ├── SoftTimeLimitExceeded       raised into a task at its soft time limit, to clean up
+    └── TimeLimitExceeded           a run passed its hard time limit and was stopped; what the
+                                    retry policy sees (put it in ``autoretry_for`` to retry)
 
-Every message names the task and its id where there is one, and says what to do.
-
-Control flow, raised *inside* tasks and not errors of aiocelery::
-
-    Retry                           ``raise Retry(countdown=5, exc=err)``: run again later
-    SoftTimeLimitExceeded           raised into a task at its soft time limit, to clean up
+Every message names the task and its id where there is one, and says what to do. Errors of the
+client underneath (connection loss, timeouts, Redis error replies) never reach users bare: a
+public call wraps them in ``BrokerError``/``SendError`` with the original chained as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -45,13 +48,25 @@ class EncodeError(AioCeleryError, ValueError):
     """A value cannot be serialized without loss, or the payload is too large; nothing was sent."""
 
 
-class SendError(AioCeleryError):
+class BrokerError(AioCeleryError):
+    """The broker could not be reached, or did not answer in time, for an operation; the cause is
+    chained. ``task_id`` names the task concerned, where there is one."""
+
+    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class SendError(BrokerError):
     """The broker did not accept the task (unreachable or timed out); re-send with the same id."""
 
     def __init__(self, message: str, *, task_name: str, task_id: str) -> None:
-        super().__init__(message)
+        super().__init__(message, task_id=task_id)
         self.task_name = task_name
-        self.task_id = task_id
+
+
+class DeadLetterError(AioCeleryError, ValueError):
+    """A dead letter that does not exist, or whose task cannot be requeued; the message says why."""
 
 
 class NotRegistered(AioCeleryError, KeyError):
@@ -165,8 +180,8 @@ class ResultLost(ResultError):
         )
 
 
-class Retry(Exception):
-    """Raise inside a task to run it again after ``countdown`` seconds (the seed's ErrRetryTaskLater).
+class Retry(AioCeleryError):
+    """Raise inside a task to run it again after ``countdown`` seconds (Machinery's ErrRetryTaskLater).
 
     Counts against ``max_retries``; once they are used up the task fails with ``exc`` (or this).
     """
@@ -177,5 +192,11 @@ class Retry(Exception):
         self.exc = exc
 
 
-class SoftTimeLimitExceeded(Exception):
+class SoftTimeLimitExceeded(AioCeleryError):
     """Raised inside a task when it reaches ``soft_time_limit_s``: clean up and return or raise."""
+
+
+class TimeLimitExceeded(AioCeleryError):
+    """A run went past its hard ``time_limit_s``: an async task was cancelled, a thread task
+    abandoned. It is the error the retry policy sees: ``autoretry_for=(TimeLimitExceeded,)``
+    retries such runs."""

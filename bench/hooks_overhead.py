@@ -56,6 +56,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: E402
 
 from aiocelery import App, Config, Hooks  # noqa: E402
+from aiocelery._redis.client import command_client  # noqa: E402
+from aiocelery.brokers.redis.keys import Keys  # noqa: E402
 from aiocelery.cli.worker import GC_THRESHOLD, tune_gc  # noqa: E402
 from aiocelery.contrib.otel import OpenTelemetryHooks  # noqa: E402
 from aiocelery.contrib.prometheus import PrometheusHooks  # noqa: E402
@@ -117,9 +119,8 @@ async def one_round(url: str, config: str, n: int, concurrency: int, work_us: in
         return x
 
     async with app:
-        client = app._connections().client
-        assert client is not None
-        stream = app._connections().keys.stream(app.config.default_queue)
+        client = command_client(app.config.broker, 1)  # the probe's own connection, not the app's
+        stream = Keys(app.config.key_prefix).stream(app.config.default_queue)
         await app.send_many([noop.s(-1)])  # warm: connections and scripts
         start = time.perf_counter()
         results = await app.send_many([noop.s(i) for i in range(n)])
@@ -130,6 +131,7 @@ async def one_round(url: str, config: str, n: int, concurrency: int, work_us: in
                 await asyncio.sleep(0.002)
             drain_s, cpu = time.perf_counter() - start, time.process_time() - cpu
         values = await asyncio.gather(*(r.get(timeout=30) for r in results))
+        await client.aclose()
     if values != list(range(n)):
         raise SystemExit(f"{config}: wrong results")
     spans = finish()

@@ -51,18 +51,18 @@ async def test_dead_list_show_requeue_purge(tmp_path: Path, procs: Procs) -> Non
         assert requeued.returncode == 0, requeued.stderr
         assert f"requeued nobody.knows[{task_id}]" in requeued.stdout
         assert await app.AsyncResult(task_id).state() == "PENDING"  # same id, back in the queue
-        assert await app.broker.dead_letters(app.config.default_queue) == []
+        assert await app.connections.operations.dead_letters(app.config.default_queue) == []
 
         async with app.worker(concurrency=1):  # still unknown: dead again, never silently dropped
             with contextlib.suppress(TaskDead):
                 await app.AsyncResult(task_id).get(timeout=10)
-        assert len(await app.broker.dead_letters(app.config.default_queue)) == 1
+        assert len(await app.connections.operations.dead_letters(app.config.default_queue)) == 1
 
         refused = run_cli("dead", "purge", "-A", "dead_tasks:app", cwd=tmp_path, env=env)
         assert refused.returncode == 1 and "nothing deleted" in refused.stdout  # no answer: no deletion
         purged = run_cli("dead", "purge", "-A", "dead_tasks:app", "--yes", cwd=tmp_path, env=env)
         assert purged.returncode == 0 and "deleted 1 dead letter(s)" in purged.stdout
-        assert await app.broker.dead_letters(app.config.default_queue) == []
+        assert await app.connections.operations.dead_letters(app.config.default_queue) == []
     finally:
         await app.close()
 

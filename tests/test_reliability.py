@@ -92,7 +92,7 @@ async def test_poison_task_is_dead_lettered_after_max_crashes(redis_url: str, ke
             async def dead() -> bool:
                 return (await result.state()) == "DEAD"
             assert await eventually(dead, timeout=10)
-        letters = await app.broker.dead_letters(queue)
+        letters = await app.connections.operations.dead_letters(queue)
     assert ran == []
     assert [d.task_id for d in letters] == [result.id]
     assert "crashed its worker 2 times" in letters[0].reason

@@ -103,7 +103,7 @@ async def test_exhausted_retries_fail_with_the_last_error_and_a_dead_letter(kind
         result = await always.delay()
         with pytest.raises(TaskFailed) as info:
             await result.get(timeout=15)
-        letters = await app.broker.dead_letters(app.config.default_queue)
+        letters = await app.connections.operations.dead_letters(app.config.default_queue)
     assert info.value.exc_type == "ValueError" and info.value.exc_message == "boom 3"
     assert "raise ValueError" in info.value.remote_traceback
     assert len(runs) == 3

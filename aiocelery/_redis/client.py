@@ -21,7 +21,7 @@ from aiocelery._redis.connection import Connection, Target, open_connection
 from aiocelery._redis.errors import RedisConnectionError, RedisTimeoutError, ReplyError
 from aiocelery._redis.scripts import Script
 from aiocelery._redis.wire import Arg, evalsha, pack
-from aiocelery.timing.reconnect import Backoff
+from aiocelery.timing.reconnect import ReconnectDelay as Backoff
 
 
 class Client:

@@ -18,7 +18,7 @@ from typing import Any
 from aiocelery._redis.connection import Connection, Target, open_connection
 from aiocelery._redis.errors import RedisConnectionError
 from aiocelery._redis.wire import pack
-from aiocelery.timing.reconnect import Backoff
+from aiocelery.timing.reconnect import ReconnectDelay as Backoff
 
 Listener = Callable[[bytes | None], None]
 log = logging.getLogger("aiocelery.pubsub")

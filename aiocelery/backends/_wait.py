@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiocelery.brokers.base import TRANSIENT_ERRORS
 from aiocelery.exceptions import ResultLost, ResultNotFound, ResultTimeout
-from aiocelery.timing.reconnect import Backoff
+from aiocelery.timing.reconnect import ReconnectDelay
 from aiocelery.wire.records import TaskRecord
 
 Reader = Callable[[str], Awaitable[TaskRecord | None]]
@@ -96,7 +96,7 @@ async def _until_final(task_id: str, read: Reader, woke: asyncio.Event, deadline
 async def _read(read: Reader, task_id: str, deadline: float | None,
                 loop: asyncio.AbstractEventLoop) -> TaskRecord | None:
     """``read``, riding out a broker outage until the deadline (TimeoutError then)."""
-    backoff = Backoff(base=0.1, cap=2.0)
+    backoff = ReconnectDelay(base=0.1, cap=2.0)
     while True:
         try:
             return await read(task_id)

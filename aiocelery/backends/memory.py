@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiocelery.backends._wait import wait_for_record
-from aiocelery.brokers.memory.broker import Listener, MemoryStore
+from aiocelery.brokers.memory.store import Listener, MemoryStore
 from aiocelery.wire.records import TaskRecord
 
 

@@ -1,4 +1,8 @@
-"""The broker protocol: a small contract that the memory and Redis brokers both meet.
+"""The broker protocol: what sending and the worker's hot path need from a broker.
+
+Operator needs (queue numbers, purge, dead letters, worker registry) are ``Operations``
+(``brokers/operations.py``); start admission (rate limits, concurrency caps) is ``Limiter``
+(``brokers/admission.py``); reading results is ``ResultBackend`` (``backends/base.py``).
 
 Delivery is at-least-once: ``fetch`` hands out started attempts, and an attempt leaves the broker
 only through ``settle`` (result stored and delivery acknowledged in one atomic step) or
@@ -11,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from aiocelery.wire.message import TaskMessage
-from aiocelery.wire.records import DeadLetter, Delivery, Settlement
+from aiocelery.wire.records import Delivery, Settlement
 from aiocelery.wire.workflow import ChordInit, Spec
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
@@ -75,7 +79,7 @@ class Consumer(Protocol):
 
 
 class Broker(Protocol):
-    """Where tasks wait; every write is idempotent per task id."""
+    """Where tasks wait; every write is idempotent per task id. Met by the memory and Redis brokers."""
 
     async def publish(self, items: Sequence[Outgoing]) -> list[Published]:
         """Enqueue each item; ``created`` False where its id (or its dedup key) already existed."""
@@ -99,23 +103,12 @@ class Broker(Protocol):
         ...
 
     async def revoke(self, task_id: str, terminate: bool, reason: str) -> str:
-        """Revoke a task (see revoke.lua); returns its state afterwards, '' when unknown."""
+        """Revoke a task: stored with it (a worker started later sees it too), pushed to running
+        workers when ``terminate``; returns its state afterwards, '' when the id is unknown."""
         ...
 
     async def watch_revocations(self, on_terminate: Callable[[str], None]) -> None:
         """Call ``on_terminate(task_id)`` for every revoke with terminate=True; runs until cancelled."""
-        ...
-
-    async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
-        """The oldest ``count`` dead letters of ``queue``."""
-        ...
-
-    async def requeue_dead(self, queue: str, entry_id: str) -> None:
-        """Send a dead-lettered task back to its queue with the same id; ValueError says why not."""
-        ...
-
-    async def purge_dead(self, queue: str) -> int:
-        """Delete every dead letter of ``queue``; returns how many."""
         ...
 
     async def health_warnings(self) -> list[str]:

@@ -4,10 +4,12 @@ control)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from aiocelery._version import __version__
 from aiocelery.cli import beat, dead, inspect, ops, worker
+from aiocelery.exceptions import AioCeleryError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,5 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m aiocelery``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except AioCeleryError as exc:  # every message says what went wrong and what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return code

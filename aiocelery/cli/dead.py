@@ -11,6 +11,7 @@ from typing import Any
 
 from aiocelery.app import App
 from aiocelery.cli.common import add_app_argument, confirm, load_app, positive_int
+from aiocelery.exceptions import DeadLetterError
 from aiocelery.wire.records import DeadLetter
 
 DEAD_HELP = """\
@@ -63,7 +64,7 @@ def run_dead(args: argparse.Namespace) -> int:
 
 
 async def _list(app: App, queue: str, args: argparse.Namespace) -> int:
-    letters = await app.broker.dead_letters(queue, args.limit)
+    letters = await app.connections.operations.dead_letters(queue, args.limit)
     if not letters:
         print(f"no dead letters in queue {queue!r}")
         return 0
@@ -88,7 +89,7 @@ async def _show(app: App, queue: str, args: argparse.Namespace) -> int:
 
 async def _requeue(app: App, queue: str, args: argparse.Namespace) -> int:
     if args.all:
-        targets = await app.broker.dead_letters(queue, 1_000_000)
+        targets = await app.connections.operations.dead_letters(queue, 1_000_000)
     else:
         letter = await _find(app, queue, args.entry)
         if letter is None:
@@ -97,9 +98,9 @@ async def _requeue(app: App, queue: str, args: argparse.Namespace) -> int:
     failed = 0
     for letter in targets:
         try:
-            await app.broker.requeue_dead(queue, letter.entry_id)
+            await app.connections.operations.requeue_dead(queue, letter.entry_id)
             print(f"requeued {letter.name}[{letter.task_id}]")
-        except ValueError as exc:
+        except DeadLetterError as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
     return 1 if failed else 0
@@ -107,11 +108,11 @@ async def _requeue(app: App, queue: str, args: argparse.Namespace) -> int:
 
 async def _purge(app: App, queue: str, args: argparse.Namespace) -> int:
     if not args.yes:
-        count = (await app._connections().admin.queue_stats(queue)).dead
+        count = (await app.connections.operations.queue_stats(queue)).dead
         if not await confirm(f"delete {count} dead letter(s) of queue {queue!r}?"):
             print("nothing deleted")
             return 1
-    print(f"deleted {await app.broker.purge_dead(queue)} dead letter(s) of queue {queue!r}")
+    print(f"deleted {await app.connections.operations.purge_dead(queue)} dead letter(s) of queue {queue!r}")
     return 0
 
 
@@ -119,7 +120,7 @@ async def _find(app: App, queue: str, key: str | None) -> DeadLetter | None:
     if not key:
         print("error: name a dead letter by its entry id or task id (see `dead list`)", file=sys.stderr)
         return None
-    for letter in await app.broker.dead_letters(queue, 1_000_000):
+    for letter in await app.connections.operations.dead_letters(queue, 1_000_000):
         if key in (letter.entry_id, letter.task_id):
             return letter
     print(f"error: no dead letter {key!r} in queue {queue!r} (see `dead list`)", file=sys.stderr)

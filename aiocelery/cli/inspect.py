@@ -42,11 +42,11 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with app:
-            admin = app._connections().admin
+            operations = app.connections.operations
             if args.what == "ping":
-                replies = await admin.control("ping", args.worker, args.timeout)
+                replies = await operations.control("ping", args.worker, args.timeout)
                 return _print_ping(replies, args.json)
-            workers = [w for w in await admin.workers() if args.worker in (None, w["name"], w["id"])]
+            workers = [w for w in await operations.workers() if args.worker in (None, w["name"], w["id"])]
             _print_view(args.what, workers, args.json)
             return 0
 

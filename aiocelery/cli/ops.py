@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace, action: Any) -> int:
 
 async def _queues(app: Any, args: argparse.Namespace) -> int:
     names = [q.strip() for q in (args.queues or app.config.default_queue).split(",") if q.strip()]
-    stats = [await app._connections().admin.queue_stats(q) for q in names]
+    stats = [await app.connections.operations.queue_stats(q) for q in names]
     if args.json:
         print(orjson.dumps([_asdict(s) for s in stats]).decode())
         return 0
@@ -93,13 +93,13 @@ async def _status(app: Any, args: argparse.Namespace) -> int:
 
 
 async def _purge(app: Any, args: argparse.Namespace) -> int:
-    admin = app._connections().admin
+    operations = app.connections.operations
     if not args.yes:
-        stats = await admin.queue_stats(args.queue)
+        stats = await operations.queue_stats(args.queue)
         if not await confirm(f"drop {stats.waiting} waiting and {stats.delayed} delayed task(s) of {args.queue!r}?"):
             print("nothing purged")
             return 1
-    print(f"purged {await admin.purge(args.queue)} task(s) from {args.queue!r} (they end REVOKED, reason purged)")
+    print(f"purged {await operations.purge(args.queue)} task(s) from {args.queue!r} (they end REVOKED, reason purged)")
     return 0
 
 
@@ -115,7 +115,7 @@ async def _revoke(app: Any, args: argparse.Namespace) -> int:
 
 
 async def _control(app: Any, args: argparse.Namespace) -> int:
-    replies = await app._connections().admin.control(args.command, args.worker, args.timeout)
+    replies = await app.connections.operations.control(args.command, args.worker, args.timeout)
     for r in replies:
         print(f"{r['worker']} ({r['id']}): {r.get('reply') or r.get('error')}")
     if not replies:

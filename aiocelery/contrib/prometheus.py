@@ -52,9 +52,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 
-from aiocelery._redis.errors import ReplyError
-from aiocelery.brokers.memory.broker import MemoryBroker
-from aiocelery.brokers.redis.keys import GROUP
 from aiocelery.tasks.hooks import Hooks
 from aiocelery.wire.records import Delivery, ErrorInfo
 
@@ -229,23 +226,10 @@ class PrometheusHooks(Hooks):
 
 
 async def queue_depths(app: App, queues: Iterable[str]) -> dict[str, int]:
-    """Tasks waiting in each queue: stream length minus deliveries handed out (memory: the ready list)."""
+    """Tasks waiting in each queue, not yet handed to a worker (``QueueStats.waiting``)."""
     names = list(queues)
-    broker = app.broker
-    if isinstance(broker, MemoryBroker):
-        return {q: len(broker.store.ready.get(q, ())) for q in names}
-    conn = app._connections()
-    assert conn.client is not None
-    replies = await conn.client.call_many(
-        [c for q in names for c in (("XLEN", conn.keys.stream(q)), ("XPENDING", conn.keys.stream(q), GROUP))])
-    depths: dict[str, int] = {}
-    for i, q in enumerate(names):
-        length, pending = replies[2 * i], replies[2 * i + 1]
-        if isinstance(length, Exception):
-            raise length
-        handed_out = 0 if isinstance(pending, ReplyError) else int(pending[0])  # no group yet: 0
-        depths[q] = max(0, int(length) - handed_out)
-    return depths
+    stats = await asyncio.gather(*(app.connections.operations.queue_stats(q) for q in names))
+    return {s.queue: s.waiting for s in stats}
 
 
 class _Collector(Collector):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 from aiocelery.tasks.task import TaskOptions
@@ -30,8 +31,21 @@ class TaskOptionArgs(TypedDict, total=False):
     concurrency_limit: int
 
 
-def build_options(args: TaskOptionArgs) -> TaskOptions:
-    """A TaskOptions from the decorator's keywords; ValueError/TypeError say which one is wrong."""
+def check_option_names(args: Mapping[str, object], where: str) -> None:
+    """Refuse keywords ``@app.task`` does not know, naming the nearest valid one: a typo such as
+    ``max_retry=5`` would otherwise register the task and drop the option."""
+    known = TaskOptionArgs.__annotations__
+    for key in args:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise TypeError(f"{where}: unknown task option {key!r}{hint} Valid options: {', '.join(known)}")
+
+
+def build_options(args: TaskOptionArgs, where: str = "@app.task") -> TaskOptions:
+    """A TaskOptions from the decorator's keywords; TypeError for an unknown one, ValueError/TypeError
+    say which value is wrong."""
+    check_option_names(args, where)
     for key in ("time_limit_s", "soft_time_limit_s"):
         value: Any = args.get(key)
         if value is not None and value <= 0:

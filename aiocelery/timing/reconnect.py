@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 
 @dataclass(slots=True)
-class Backoff:
+class ReconnectDelay:
     """Delays of ``base * 2**n`` seconds with full jitter, capped at ``cap``; ``reset()`` on success."""
 
     base: float = 0.1

@@ -69,7 +69,7 @@ class Scheduler:
         now = _from_ms(now_ms)
         soonest = min(entry.schedule.next_after(now) for entry in self.app.periodic_entries)
         delay_ms = min(int((soonest - now).total_seconds() * 1000), int(NEVER_S * 1000))
-        clock = self.app._connections().clock
+        clock = self.app.connections.clock
         await clock.wait(clock.now_ms() + delay_ms, self._never)
 
     @property

@@ -1,4 +1,4 @@
-"""Run one delivery and say how it ended. Decides nothing about Redis: it returns a Settlement.
+"""Run one delivery and say how it ended. Knows no broker: it returns a Settlement.
 
 The path: resolve (task known? payload decodes? arguments bind?) -> admit (rate limit and
 concurrency cap, else DEFER) -> run (async on the loop, def in the thread pool, with soft and
@@ -8,6 +8,7 @@ hard time limits) -> outcome (SUCCESS, or the retry policy's RETRY / FAILURE).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import random
@@ -17,8 +18,7 @@ from typing import Any
 
 from aiocelery import states
 from aiocelery.brokers.admission import CAP_FULL, Admission, Limiter
-from aiocelery.brokers.redis.keys import Keys
-from aiocelery.exceptions import EncodeError, Retry
+from aiocelery.exceptions import EncodeError, Retry, TimeLimitExceeded
 from aiocelery.tasks.context import TaskContext, _current
 from aiocelery.tasks.hooks import HookSet
 from aiocelery.tasks.registry import Registry
@@ -36,20 +36,15 @@ CAP_RETRY_MS = 250
 log = logging.getLogger("aiocelery.worker")
 
 
-class TimeLimitExceeded(Exception):
-    """A task ran past its hard time limit (the retry policy sees this type)."""
-
-
 class Executor:
     """Looks tasks up, binds arguments, admits, runs, and turns the result into a Settlement."""
 
-    def __init__(self, registry: Registry, worker_name: str, threads: int, limiter: Limiter, keys: Keys,
+    def __init__(self, registry: Registry, worker_name: str, threads: int, limiter: Limiter,
                  slot_ttl_s: float, hooks: HookSet | None = None) -> None:
         self._registry = registry
         self._hooks = hooks or HookSet()
         self._worker = worker_name
         self._limiter = limiter
-        self._keys = keys
         self._slot_ttl_s = slot_ttl_s
         self.threads = DaemonThreadPool(threads)
         """The pool plain ``def`` tasks run in."""
@@ -66,9 +61,9 @@ class Executor:
             if wait_ms != 0:
                 jitter = random.randint(0, CAP_RETRY_MS)
                 return Settlement(states.DEFER, countdown_ms=CAP_RETRY_MS + jitter if wait_ms == CAP_FULL else wait_ms)
-        slot_key = None if admission is None else admission.slot_key
+        capped = admission is not None and admission.capped
         keeper = None
-        if admission is not None and slot_key is not None:
+        if admission is not None and capped:
             keeper = asyncio.get_running_loop().create_task(self._keep_slot(d, admission))
         token = _current.set(ctx or self.context(d))
         if self._hooks.wants("on_started"):
@@ -79,29 +74,28 @@ class Executor:
             return settlement.timed(time.perf_counter() - started)
         finally:
             _current.reset(token)
-            if slot_key is not None:
-                await asyncio.shield(self._release_slot(slot_key, d.task_id, keeper))
+            if admission is not None and capped:
+                await asyncio.shield(self._release_slot(admission, keeper))
 
-    async def _release_slot(self, slot_key: str, task_id: str, keeper: asyncio.Task[None] | None) -> None:
+    async def _release_slot(self, admission: Admission, keeper: asyncio.Task[None] | None) -> None:
         if keeper is not None:
             keeper.cancel()
             await asyncio.wait([keeper])  # a renewal in flight goes before the release, not after it
-        await self._limiter.release(slot_key, task_id)
+        await self._limiter.release(admission)
 
     async def _keep_slot(self, d: Delivery, slot: Admission) -> None:
         """While a capped task runs, push its slot's deadline out every third of the slot's TTL:
         a run longer than the TTL keeps its place under the cap (the deadline is only there to free
         the slot of a worker that died). Admitting the same task id again renews its slot; the
         renewal books nothing against a rate limit."""
-        renewal = Admission(task_id=slot.task_id, slot_key=slot.slot_key, limit=slot.limit,
-                            slot_ttl_ms=slot.slot_ttl_ms)
+        renewal = dataclasses.replace(slot, rate=None)
         while True:
             await asyncio.sleep(slot.slot_ttl_ms / 3000)
             try:
                 if await self._limiter.admit(renewal) == CAP_FULL:
-                    log.warning("task %s (id %s) lost its concurrency slot under %s (its deadline passed while "
+                    log.warning("task %s (id %s) lost its concurrency slot under %r (its deadline passed while "
                                 "the slot could not be renewed, and others took it): it runs on over the cap "
-                                "of %d", d.name, d.task_id, slot.slot_key, slot.limit)
+                                "of %d", d.name, d.task_id, slot.concurrency_value, slot.limit)
             except Exception as exc:  # Redis unreachable: try again next time (a slot outlives two misses)
                 log.warning("could not renew the concurrency slot of task %s (id %s): %s: %s", d.name, d.task_id,
                             type(exc).__name__, exc)
@@ -133,13 +127,12 @@ class Executor:
         opts = task.options
         if opts.rate_limit is None and opts.concurrency_limit is None:
             return None
-        slot_key = None
+        value = None
         if opts.concurrency_key is not None and opts.concurrency_limit is not None:
-            slot_key = self._keys.slots(task.name, _concurrency_value(task, payload))
+            value = _concurrency_value(task, payload)
         ttl_s = max(self._slot_ttl_s, (opts.time_limit_s or 0) + self._slot_ttl_s / 3)
-        return Admission(task_id=d.task_id, rate_key=self._keys.rate(task.name) if opts.rate_limit else None,
-                         rate=opts.rate_limit, slot_key=slot_key, limit=opts.concurrency_limit or 0,
-                         slot_ttl_ms=int(ttl_s * 1000))
+        return Admission(task_id=d.task_id, task_name=task.name, rate=opts.rate_limit, concurrency_value=value,
+                         limit=opts.concurrency_limit or 0, slot_ttl_ms=int(ttl_s * 1000))
 
     async def _execute(self, task: Task[Any, Any], d: Delivery, payload: Payload) -> Settlement:
         limit = task.options.time_limit_s

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import anyio
 
 from aiocelery.brokers.base import TRANSIENT_ERRORS, Consumer
-from aiocelery.timing.reconnect import Backoff
+from aiocelery.timing.reconnect import ReconnectDelay
 from aiocelery.wire.records import Delivery
 from aiocelery.worker.scope import RunScope
 
@@ -98,7 +98,7 @@ class Fetcher:
     async def run(self, ready: asyncio.Queue[Delivery | None], stopping: asyncio.Event) -> None:
         """Fetch until ``stopping`` is set; deliveries it took but could not pass on stay owned
         by this consumer and are handed back by the worker at shutdown."""
-        backoff = Backoff()
+        backoff = ReconnectDelay()
         while not stopping.is_set():
             free = await self._slots.wait_free(stopping)
             self.last_ok = time.monotonic()  # waiting for a free slot is healthy too

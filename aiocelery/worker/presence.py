@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiocelery._version import __version__
-from aiocelery.brokers.operations import Admin
+from aiocelery.brokers.operations import Operations
 
 if TYPE_CHECKING:
     from aiocelery.worker.worker import Worker
@@ -25,9 +25,9 @@ HEARTBEAT_S = 5.0
 class Presence:
     """Heartbeats and control for one worker."""
 
-    def __init__(self, worker: Worker, admin: Admin, interval_s: float = HEARTBEAT_S) -> None:
+    def __init__(self, worker: Worker, operations: Operations, interval_s: float = HEARTBEAT_S) -> None:
         self._worker = worker
-        self._admin = admin
+        self._operations = operations
         self._interval = interval_s
         self._started = datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -45,10 +45,10 @@ class Presence:
         """Announce now and every interval until cancelled; retire on the way out."""
         try:
             while True:
-                await self._admin.announce(self._worker.consumer_name, self.info(), 3 * self._interval)
+                await self._operations.announce(self._worker.consumer_name, self.info(), 3 * self._interval)
                 await asyncio.sleep(self._interval)
         finally:
-            await asyncio.shield(self._admin.retire(self._worker.consumer_name))
+            await asyncio.shield(self._operations.retire(self._worker.consumer_name))
 
     def on_command(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """Answer ``ping``; obey ``shutdown``; ignore messages for other workers."""

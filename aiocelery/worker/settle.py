@@ -10,7 +10,7 @@ from typing import Protocol
 from aiocelery import states
 from aiocelery.brokers.base import TRANSIENT_ERRORS, Broker
 from aiocelery.tasks.hooks import HookSet
-from aiocelery.timing.reconnect import Backoff
+from aiocelery.timing.reconnect import ReconnectDelay
 from aiocelery.wire.message import TaskMessage, decode_value
 from aiocelery.wire.records import Delivery, ErrorInfo, Settlement
 from aiocelery.wire.workflow import Headers, Spec, Wf, on_failure, on_success
@@ -82,7 +82,7 @@ class Settler:
 
     async def _store_again(self, d: Delivery, s: Settlement, exc: Exception) -> bool:
         """Retry storing through an outage (``exc``: the last failure) for ``SETTLE_RETRY_S``."""
-        backoff = Backoff(cap=5.0)
+        backoff = ReconnectDelay(cap=5.0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE_RETRY_S
         while True:  # connection loss above all; never let one outcome stop the worker

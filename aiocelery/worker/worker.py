@@ -28,7 +28,7 @@ from anyio import CancelScope
 from aiocelery import states
 from aiocelery.brokers.base import TRANSIENT_ERRORS, Broker, Consumer
 from aiocelery.tasks.context import TaskContext
-from aiocelery.timing.reconnect import Backoff
+from aiocelery.timing.reconnect import ReconnectDelay
 from aiocelery.wire.records import Delivery, Settlement
 from aiocelery.worker.beat import Scheduler
 from aiocelery.worker.executor import Executor
@@ -178,9 +178,9 @@ class Worker:
         keeper = consumer.lease_keeper()
         leases = LeaseThread(keeper, config.lease_s, loop, self._lease_lost) if keeper else None
         watchdog = LoopWatchdog(loop, config.blocked_loop_warn_s, self._describe)
-        conn = self.app._connections()
+        conn = self.app.connections
         executor = Executor(self.app.registry, self.name, threads=self.concurrency, limiter=conn.limiter,
-                            keys=conn.keys, slot_ttl_s=3 * config.lease_s, hooks=self.app.hooks)
+                            slot_ttl_s=3 * config.lease_s, hooks=self.app.hooks)
         self._fetcher = Fetcher(consumer, self._slots, block_s=config.fetch_block_s, lease_s=config.lease_s,
                                 reclaim_interval_s=config.reclaim_interval_s,
                                 leases_healthy=lambda: leases is None or leases.healthy)
@@ -206,10 +206,10 @@ class Worker:
         async with anyio.create_task_group() as side:
             side.start_soon(self._promote, broker)
             side.start_soon(self._watch_revocations, broker)
-            presence = Presence(self, self.app._connections().admin)
+            presence = Presence(self, self.app.connections.operations)
             side.start_soon(self._keep_running, "heartbeat", presence.run)
             side.start_soon(self._keep_running, "control listener",
-                            lambda: self.app._connections().admin.watch_control(presence.on_command))
+                            lambda: self.app.connections.operations.watch_control(presence.on_command))
             if self.beat and self.app.periodic_entries:
                 side.start_soon(self._keep_running, "periodic scheduler", Scheduler(self.app).run)
             async with anyio.create_task_group() as consumers:
@@ -230,7 +230,7 @@ class Worker:
 
     async def _prepare(self, broker: Broker) -> bool:
         """Create the queues, waiting out an unreachable broker; False if stopped meanwhile."""
-        backoff = Backoff(cap=10.0)
+        backoff = ReconnectDelay(cap=10.0)
         while not self._stopping.is_set():
             try:
                 await broker.ensure_queues(self.queues)
@@ -323,7 +323,7 @@ class Worker:
     @staticmethod
     async def _keep_running(what: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a side loop forever, restarting it with backoff when it fails (e.g. Redis is gone)."""
-        backoff = Backoff()
+        backoff = ReconnectDelay()
         while True:
             try:
                 await loop()

@@ -1,118 +1,24 @@
-"""In-process broker and store with the Redis broker's semantics, for tests and one-process use.
+"""In-process broker with the Redis broker's semantics, for tests and one-process use.
 
-``MemoryStore`` plays Redis: task records, per-queue ready lists, pending deliveries owned by a
-consumer, a delayed heap and dead letters. Each method below mirrors one Lua script.
+It works on a ``MemoryStore`` (``store.py``), which plays Redis; each method below mirrors one of
+the Redis broker's Lua scripts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from aiocelery import states
 from aiocelery.brokers.base import Outgoing, Published
-from aiocelery.timing.clock import Clock, SystemClock
+from aiocelery.brokers.memory.store import ChordState, Entry, MemoryStore, PendingDelivery
 from aiocelery.wire.message import dumps
-from aiocelery.wire.records import DeadLetter, Delivery, ErrorInfo, Settlement, TaskRecord
+from aiocelery.wire.records import Delivery, ErrorInfo, Settlement
 from aiocelery.wire.workflow import Child, ChordInit, Spec, WorkflowOps
-
-Listener = Callable[[bytes | None], None]
-
-
-@dataclass(slots=True)
-class _Entry:
-    task_id: str
-    name: str
-    queue: str
-    payload: bytes
-    state: str = states.PENDING
-    attempt: int = 0
-    crashes: int = 0
-    result: bytes | None = None
-    error: ErrorInfo | None = None
-    reason: str = ""
-    worker: str = ""
-    created_ms: int = 0
-    started_ms: int = 0
-    done_ms: int = 0
-    expires_at: float | None = None
-    """When the record itself goes away (the result TTL)."""
-    revoked: str = ""
-    task_expires_ms: int | None = None
-    """When the task expires unstarted (``expires=``)."""
-    retries: int = 0
-    deferrals: int = 0
-    wf: bytes = b""
-    placeholder: bool = False
-
-
-@dataclass(slots=True)
-class _Chord:
-    init: ChordInit
-    results: dict[int, bytes] = field(default_factory=dict)
-    failed: str = ""
-
-
-@dataclass(slots=True)
-class _Pending:
-    task_id: str
-    consumer: str
-    deliveries: int
-
-
-@dataclass(slots=True)
-class MemoryStore:
-    """Everything a ``memory://`` app keeps; shared by its broker and backend."""
-
-    records: dict[str, _Entry] = field(default_factory=dict)
-    ready: dict[str, deque[tuple[str, str]]] = field(default_factory=dict)
-    pending: dict[str, dict[str, _Pending]] = field(default_factory=dict)
-    delayed: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    dead: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
-    revoke_listeners: list[Callable[[str], None]] = field(default_factory=list)
-    fired: dict[str, int] = field(default_factory=dict)
-    chords: dict[str, _Chord] = field(default_factory=dict)
-    clock: Clock = field(default_factory=SystemClock)
-    listeners: dict[str, list[Listener]] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    delayed_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _ids: itertools.count[int] = field(default_factory=itertools.count)
-
-    def record(self, task_id: str) -> _Entry | None:
-        """The live record of ``task_id`` (expired ones are dropped on read)."""
-        entry = self.records.get(task_id)
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.monotonic():
-            del self.records[task_id]
-            return None
-        return entry
-
-    def add_ready(self, queue: str, task_id: str) -> None:
-        """XADD: append a delivery for ``task_id``."""
-        self.ready.setdefault(queue, deque()).append((f"{next(self._ids)}-0", task_id))
-        self.changed.set()
-
-    def notify(self, task_id: str, state: str) -> None:
-        """PUBLISH on the task's done channel."""
-        for listener in list(self.listeners.get(task_id, ())):
-            listener(state.encode())
-
-    def snapshot(self, task_id: str) -> TaskRecord | None:
-        """The record as the backend reports it."""
-        e = self.record(task_id)
-        if e is None:
-            return None
-        return TaskRecord(id=e.task_id, name=e.name, queue=e.queue, state=e.state, attempt=e.attempt,
-                          result=e.result, error=e.error, reason=e.reason, worker=e.worker,
-                          created_ms=e.created_ms, started_ms=e.started_ms, done_ms=e.done_ms)
 
 
 class MemoryBroker:
@@ -138,7 +44,7 @@ class MemoryBroker:
             s.dedup[msg.dedup_key] = (msg.id, time.monotonic() + msg.dedup_ttl_ms / 1000)
         now = self._now()
         expires = msg.expires_ms if msg.expires_in_ms is None else now + msg.expires_in_ms
-        s.records[msg.id] = _Entry(msg.id, msg.name, msg.queue, item.payload, created_ms=now,
+        s.records[msg.id] = Entry(msg.id, msg.name, msg.queue, item.payload, created_ms=now,
                                    task_expires_ms=expires, wf=msg.wf)
         due = msg.eta_ms if msg.eta_ms is not None else now + msg.delay_ms
         self._schedule(msg.queue, msg.id, due, now)
@@ -154,13 +60,13 @@ class MemoryBroker:
     async def prepare_workflow(self, chords: Sequence[ChordInit], later: Sequence[Spec]) -> None:
         """Mirror of chord_open.lua."""
         for c in chords:
-            self.store.chords.setdefault(c.id, _Chord(c))
+            self.store.chords.setdefault(c.id, ChordState(c))
         for spec in later:
             if self.store.record(spec.id) is None:
-                self.store.records[spec.id] = _Entry(spec.id, spec.name, spec.queue, b"", created_ms=self._now(),
+                self.store.records[spec.id] = Entry(spec.id, spec.name, spec.queue, b"", created_ms=self._now(),
                                                      placeholder=True)
 
-    def _apply_workflow(self, e: _Entry, s: Settlement) -> None:
+    def _apply_workflow(self, e: Entry, s: Settlement) -> None:
         """Mirror of settle.lua's workflow part."""
         ops: WorkflowOps = s.workflow
         error = dumps(s.error.to_json()) if s.error else b"{}"
@@ -185,7 +91,7 @@ class MemoryBroker:
                 self._create(Child(spec.id, spec.name, spec.queue, body, spec.delay_ms,
                                    spec.wf.encode() if spec.wf else b""))
 
-    def _chord_member_done(self, chord: _Chord, index: int, result: bytes) -> None:
+    def _chord_member_done(self, chord: ChordState, index: int, result: bytes) -> None:
         if index in chord.results:
             return
         chord.results[index] = result
@@ -201,7 +107,7 @@ class MemoryBroker:
         if existing is not None and not (existing.placeholder and existing.state == states.PENDING):
             return
         now = self._now()
-        self.store.records[c.id] = _Entry(c.id, c.name, c.queue, c.payload, created_ms=now, wf=c.wf)
+        self.store.records[c.id] = Entry(c.id, c.name, c.queue, c.payload, created_ms=now, wf=c.wf)
         self._schedule(c.queue, c.id, now + c.delay_ms, now)
 
     def _fail(self, task_id: str, name: str, error: ErrorInfo | None) -> None:
@@ -209,7 +115,7 @@ class MemoryBroker:
         if e is not None and e.state in states.READY_STATES:
             return
         if e is None:
-            e = self.store.records[task_id] = _Entry(task_id, name, "", b"", created_ms=self._now())
+            e = self.store.records[task_id] = Entry(task_id, name, "", b"", created_ms=self._now())
         self._terminal(e, Settlement(states.FAILURE, error=error, reason="an earlier step failed"))
 
     async def ensure_queues(self, queues: Sequence[str]) -> None:
@@ -225,7 +131,7 @@ class MemoryBroker:
             ready = self.store.ready.get(queue)
             while ready and len(taken) < count:
                 entry_id, task_id = ready.popleft()
-                self.store.pending.setdefault(queue, {})[entry_id] = _Pending(task_id, consumer, 1)
+                self.store.pending.setdefault(queue, {})[entry_id] = PendingDelivery(task_id, consumer, 1)
                 taken.append((queue, entry_id, task_id))
         return taken
 
@@ -266,7 +172,7 @@ class MemoryBroker:
     def _finish(self, queue: str, entry_id: str) -> None:
         self.store.pending.get(queue, {}).pop(entry_id, None)
 
-    def _terminal(self, e: _Entry, settlement: Settlement) -> None:
+    def _terminal(self, e: Entry, settlement: Settlement) -> None:
         e.state, e.done_ms = settlement.state, self._now()
         e.result, e.error, e.reason = settlement.result, settlement.error, settlement.reason
         e.expires_at = time.monotonic() + self._ttl_s
@@ -325,31 +231,6 @@ class MemoryBroker:
             await asyncio.Event().wait()
         finally:
             self.store.revoke_listeners.remove(on_terminate)
-
-    async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
-        """The queue's dead letters, oldest first."""
-        return [
-            DeadLetter(entry_id=f["entry_id"], task_id=f["id"], name=f["name"], reason=f["reason"],
-                       time_ms=int(f["time_ms"]), worker=f["worker"], error=f["error"])
-            for f in self.store.dead.get(queue, [])[:count]
-        ]
-
-    async def requeue_dead(self, queue: str, entry_id: str) -> None:
-        """Mirror of requeue.lua."""
-        letters = self.store.dead.get(queue, [])
-        letter = next((f for f in letters if f["entry_id"] == entry_id), None)
-        if letter is None:
-            raise ValueError(f"no dead letter {entry_id} in queue {queue!r}")
-        e = self.store.record(letter["id"])
-        if e is None or e.state not in (states.DEAD, states.FAILURE):
-            raise ValueError(f"cannot requeue task {letter['id']}: its record is gone or not dead")
-        e.state, e.crashes, e.reason, e.error, e.result, e.expires_at = states.PENDING, 0, "", None, None, None
-        letters.remove(letter)
-        self.store.add_ready(queue, e.task_id)
-
-    async def purge_dead(self, queue: str) -> int:
-        """Forget the queue's dead letters."""
-        return len(self.store.dead.pop(queue, []))
 
     async def health_warnings(self) -> list[str]:
         """memory:// keeps nothing across restarts; say so once."""

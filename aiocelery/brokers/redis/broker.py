@@ -1,6 +1,6 @@
 """The Redis broker: Streams with one consumer group per queue, every write a Lua script.
 
-See ``brokers/lua/*.lua`` for each step and ``_redis/keys.py`` for the data model.
+See ``lua/*.lua`` for each step, ``keys.py`` for the data model, ``consumer.py`` for fetching.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from typing import Any
 import orjson
 
 from aiocelery._redis.batcher import ScriptBatcher
-from aiocelery._redis.client import Client, blocking_client
+from aiocelery._redis.client import Client
 from aiocelery._redis.errors import ReplyError
 from aiocelery._redis.pubsub import PubSubHub
-from aiocelery._redis.replies import Entry, entries, info, text
+from aiocelery._redis.replies import info, text
 from aiocelery.brokers.base import Outgoing, Published
+from aiocelery.brokers.redis.consumer import RedisConsumer, Starter
 from aiocelery.brokers.redis.keys import GROUP, Keys
-from aiocelery.brokers.redis.leases import RedisLeaseKeeper
 from aiocelery.brokers.redis.scripts import Scripts
 from aiocelery.brokers.redis.workflow_calls import prepare_call, workflow_call
-from aiocelery.timing.reconnect import Backoff
-from aiocelery.wire.records import DeadLetter, Delivery, ErrorInfo, Settlement
+from aiocelery.timing.reconnect import ReconnectDelay
+from aiocelery.wire.records import Delivery, Settlement
 from aiocelery.wire.workflow import ChordInit, Spec
 
 log = logging.getLogger("aiocelery.broker")
@@ -48,9 +48,9 @@ class RedisBroker:
         self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True, unit_keys=4, timeout_s=send_timeout_s)
         self._settle = ScriptBatcher(client, self._scripts.settle, merge=True, unit_keys=4)
         self._settle_workflow = ScriptBatcher(client, self._scripts.settle)  # more keys: one call each
-        self._begin_script = ScriptBatcher(client, self._scripts.begin)
+        self._starter = Starter(ScriptBatcher(client, self._scripts.begin), keys, max_crashes=max_crashes,
+                                ttl_ms=int(result_ttl_s * 1000))
         self._ttl_ms = int(result_ttl_s * 1000)
-        self._max_crashes = max_crashes
         self._queue_keys: dict[str, tuple[str, str, str, str]] = {}
         self._no_dedup = keys.dedup("-")
 
@@ -111,44 +111,9 @@ class RedisBroker:
 
     def consumer(self, queues: Sequence[str], name: str, worker: str) -> RedisConsumer:
         """A consumer with its own blocking connection for XREADGROUP."""
-        return RedisConsumer(self, list(queues), name, worker)
-
-    async def _begin(self, queue: str, consumer: str, worker: str, fetched: list[Entry]) -> list[Delivery]:
-        """Run begin.lua on a fetched batch of one queue; returns the deliveries to run."""
-        pairs: list[str] = []
-        task_keys: list[str] = []
-        for entry_id, fields in fetched:
-            task_id = _str(fields.get(b"id") or b"")
-            pairs += [_str(entry_id), task_id]
-            task_keys.append(self._keys.task(task_id))
-        _, rows = await self._begin_script.call([self._keys.stream(queue), self._keys.dead(queue), *task_keys],
-                                                [*self._begin_argv(consumer, worker), "", *pairs])
-        return self._deliveries(queue, worker, rows)
-
-    async def _read_and_begin(self, queue: str, consumer: str, worker: str, count: int) -> tuple[int, list[Delivery]]:
-        """begin.lua reading up to ``count`` new entries itself (no BLOCK): one round trip when
-        work is waiting. Returns how many entries it read (0: the queue has none) and the deliveries."""
-        read, rows = await self._begin_script.call([self._keys.stream(queue), self._keys.dead(queue)],
-                                                   [*self._begin_argv(consumer, worker), count])
-        return int(read), self._deliveries(queue, worker, rows)
-
-    def _begin_argv(self, consumer: str, worker: str) -> list[str | int]:
-        """begin.lua's ARGV 1-7 (see the script's header)."""
-        return [GROUP, consumer, self._max_crashes, worker, self._ttl_ms, self._keys.done_prefix, self._keys.task("")]
-
-    @staticmethod
-    def _deliveries(queue: str, worker: str, rows: list[Any]) -> list[Delivery]:
-        out: list[Delivery] = []
-        for row in rows:
-            kind = _str(row[0])
-            if kind != "run":
-                log.warning("delivery %s of task %s skipped at begin: %s", _str(row[2]), _str(row[1]), kind)
-                continue
-            attempt, deferrals = int(row[3]), int(row[8])
-            out.append(Delivery(_str(row[1]), _str(row[4]), queue, _str(row[2]), attempt, row[5],
-                                attempt - deferrals > 1 or row[6] > 1, worker, row[7], deferrals, row[9],
-                                row[10], row[11]))  # positional: fields in Delivery's order
-        return out
+        return RedisConsumer(list(queues), name, worker, url=self._url, client=self._client, keys=self._keys,
+                             starter=self._starter, release_script=self._scripts.release,
+                             ensure_queues=self.ensure_queues)
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
         """Store the outcome and XACK + XDEL in one fenced script; outcomes settled together share
@@ -192,30 +157,6 @@ class RedisBroker:
         finally:
             await asyncio.shield(self._hub.unsubscribe(channel, listener))
 
-    async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
-        """XRANGE of the queue's dead-letter stream."""
-        reply = await self._client.call("XRANGE", self._keys.dead(queue), "-", "+", "COUNT", count)
-        return [_dead_letter(entry_id, fields) for entry_id, fields in entries(reply)]
-
-    async def requeue_dead(self, queue: str, entry_id: str) -> None:
-        """requeue.lua: the task goes back to the stream with its id; its dead letter is removed."""
-        found = entries(await self._client.call("XRANGE", self._keys.dead(queue), entry_id, entry_id))
-        if not found:
-            raise ValueError(f"no dead letter {entry_id} in queue {queue!r}")
-        task_id = found[0][1].get(b"id", b"").decode()
-        ok, why = await self._client.run_script(
-            self._scripts.requeue, [self._keys.task(task_id), self._keys.stream(queue), self._keys.dead(queue)],
-            [entry_id, task_id])
-        if not int(ok):
-            raise ValueError(f"cannot requeue task {task_id} (dead letter {entry_id}): {why.decode()}")
-
-    async def purge_dead(self, queue: str) -> int:
-        """Delete the dead-letter stream."""
-        key = self._keys.dead(queue)
-        count = int(await self._client.call("XLEN", key))
-        await self._client.call("DEL", key)
-        return count
-
     async def health_warnings(self) -> list[str]:
         """Check eviction policy, persistence and server version (RELIABILITY.md section 6)."""
         server = info(await self._client.call("INFO", "server"))
@@ -256,7 +197,7 @@ class RedisBroker:
         channels = [self._keys.wake(q) for q in queues]
         for channel in channels:
             await self._hub.subscribe(channel, on_wake)
-        backoff = Backoff()
+        backoff = ReconnectDelay()
         try:
             while True:
                 wake.clear()
@@ -300,11 +241,6 @@ class RedisBroker:
         """Nothing of its own to close: the app closes the shared client and hub."""
 
 
-def _str(data: bytes) -> str:
-    """Text from Redis that any client may have written: never fail a whole batch on one bad byte."""
-    return data.decode("utf-8", errors="backslashreplace")
-
-
 def _opt(value: int | None) -> int | str:
     return "" if value is None else value
 
@@ -312,142 +248,3 @@ def _opt(value: int | None) -> int | str:
 def _published(reply: Any, item: Outgoing) -> Published:
     """enqueue.lua's reply: 1 (created), else {0 | 2, state, the id that stands for the message}."""
     return Published(True, item.message.id) if reply == 1 else Published(False, reply[2].decode())
-
-
-def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-    def text(name: str) -> str:
-        return fields.get(name.encode(), b"").decode()
-
-    error = text("error")
-    return DeadLetter(entry_id=entry_id.decode(), task_id=text("id"), name=text("name"), reason=text("reason"),
-                      time_ms=int(text("time_ms") or 0), worker=text("worker"),
-                      error=ErrorInfo.from_json(orjson.loads(error)) if error else None)
-
-
-class RedisConsumer:
-    """One worker's fetch endpoint: XREADGROUP on a dedicated connection, then begin in a batch."""
-
-    def __init__(self, broker: RedisBroker, queues: list[str], name: str, worker: str) -> None:
-        self._broker = broker
-        self._queues = queues
-        self.name = name
-        self.worker = worker
-        self._client: Client | None = None
-        self._busy = True
-        """Work was waiting at the last fetch: read without blocking first."""
-
-    async def fetch(self, count: int, block_s: float) -> list[Delivery]:
-        """Up to ``count`` deliveries. While work is waiting, begin.lua reads and begins in one
-        round trip per queue; when every queue is empty, XREADGROUP BLOCK waits for new entries
-        on this consumer's own connection, then begin.lua starts them."""
-        if self._busy:
-            found = await self._read_waiting(count)
-            if found is not None:
-                return found
-            self._busy = False  # every queue was empty: block for the next entry
-        return await self._read_blocking(count, block_s)
-
-    async def _read_waiting(self, count: int) -> list[Delivery] | None:
-        """Read and begin without blocking; None when no queue had a new entry."""
-        read_any, deliveries = False, list[Delivery]()
-        for queue in self._queues:
-            if len(deliveries) >= count:
-                break
-            try:
-                read, started = await self._broker._read_and_begin(queue, self.name, self.worker,
-                                                                   count - len(deliveries))
-            except ReplyError as exc:
-                await self._recover(exc)
-                return deliveries
-            read_any = read_any or read > 0
-            deliveries += started
-        return deliveries if read_any else None
-
-    async def _read_blocking(self, count: int, block_s: float) -> list[Delivery]:
-        b = self._broker
-        if self._client is None:
-            self._client = blocking_client(b._url, block_s)
-        streams = [b._keys.stream(q) for q in self._queues]
-        try:
-            reply: Any = await self._client.call(
-                "XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count, "BLOCK", max(1, int(block_s * 1000)),
-                "STREAMS", *streams, *[">"] * len(streams))
-        except ReplyError as exc:
-            await self._recover(exc)
-            return []
-        if not reply:
-            return []
-        self._busy = True
-        by_stream = {text(name): entries(items) for name, items in reply}
-        deliveries: list[Delivery] = []
-        for queue in self._queues:
-            fetched = by_stream.get(b._keys.stream(queue))
-            if fetched:
-                deliveries += await b._begin(queue, self.name, self.worker, fetched)
-        return deliveries
-
-    async def reclaim(self, count: int, min_idle_s: float) -> list[Delivery]:
-        """XAUTOCLAIM deliveries idle past their lease (no locks: the command is atomic), then begin them."""
-        b = self._broker
-        out: list[Delivery] = []
-        for queue in self._queues:
-            if len(out) >= count:
-                break
-            stream = b._keys.stream(queue)
-            try:
-                reply: Any = await b._client.call("XAUTOCLAIM", stream, GROUP, self.name, int(min_idle_s * 1000),
-                                                  "0-0", "COUNT", count - len(out))
-            except ReplyError as exc:
-                await self._recover(exc)
-                return out
-            claimed = entries(reply[1])
-            if claimed:
-                log.warning("reclaiming %d delivery(ies) of queue %s whose lease expired", len(claimed), queue)
-                out += await b._begin(queue, self.name, self.worker, claimed)
-        return out
-
-    async def _recover(self, exc: ReplyError) -> None:
-        """NOGROUP: the consumer group is gone (Redis restarted empty, or the queue was deleted)."""
-        if exc.code != "NOGROUP":
-            raise exc
-        b = self._broker
-        if not await b._client.call("EXISTS", b._keys.epoch):
-            log.error("DATA LOSS: Redis lost its data (restarted without persistence, or flushed); tasks "
-                      "queued or running before are gone and their waiters get ResultLost. Enable AOF.")
-        else:
-            log.warning("consumer group missing (queue deleted?); recreating it")
-        await b.ensure_queues(self._queues)
-
-    def lease_keeper(self) -> RedisLeaseKeeper:
-        """A lease keeper with its own synchronous connection."""
-        return RedisLeaseKeeper(self._broker._url, self._broker._keys, self.name)
-
-    async def release(self) -> int:
-        """Hand every delivery still pending for this consumer back to the tail of its queue:
-        three round trips per queue (what is pending, which tasks, release.lua for each)."""
-        b, released = self._broker, 0
-        for queue in self._queues:
-            stream = b._keys.stream(queue)
-            pending: Any = await b._client.call("XPENDING", stream, GROUP, "-", "+", 10_000, self.name)
-            entry_ids = [text(item[0]) for item in pending]
-            if not entry_ids:
-                continue
-            ranges = await b._client.call_many([("XRANGE", stream, e, e) for e in entry_ids])
-            calls: list[tuple[Sequence[str], Sequence[str]]] = []
-            for entry_id, reply in zip(entry_ids, ranges, strict=True):
-                if isinstance(reply, ReplyError):
-                    raise reply
-                found = entries(reply)
-                task_id = found[0][1].get(b"id", b"").decode() if found else ""
-                calls.append(([b._keys.task(task_id), stream], [GROUP, self.name, entry_id, task_id]))
-            for reply in await b._client.run_scripts(b._scripts.release, calls):
-                if isinstance(reply, ReplyError):
-                    raise reply
-                released += int(reply == 1)
-        return released
-
-    async def close(self) -> None:
-        """Close the blocking connection."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None

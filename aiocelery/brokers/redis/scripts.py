@@ -25,7 +25,6 @@ class Scripts:
     settle: Script
     release: Script
     promote: Script
-    requeue: Script
     revoke: Script
     periodic: Script
     chord_open: Script
@@ -33,5 +32,5 @@ class Scripts:
     @classmethod
     def load(cls) -> Scripts:
         """Read every script."""
-        names = ("enqueue", "begin", "settle", "release", "promote", "requeue", "revoke", "periodic", "chord_open")
+        names = ("enqueue", "begin", "settle", "release", "promote", "revoke", "periodic", "chord_open")
         return cls(**{name: load_script(name) for name in names})

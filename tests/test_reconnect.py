@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from aiocelery.timing.reconnect import Backoff
+from aiocelery.timing.reconnect import ReconnectDelay
 
 
 def test_delays_grow_with_full_jitter_and_stay_capped() -> None:
-    backoff = Backoff(base=0.1, cap=2.0, rng=random.Random(7))
+    backoff = ReconnectDelay(base=0.1, cap=2.0, rng=random.Random(7))
     delays = [backoff.next_delay() for _ in range(40)]
     ceilings = [min(2.0, 0.1 * 2**n) for n in range(40)]
     for delay, ceiling in zip(delays, ceilings, strict=True):
@@ -18,7 +18,7 @@ def test_delays_grow_with_full_jitter_and_stay_capped() -> None:
 
 
 def test_reset_starts_over() -> None:
-    backoff = Backoff(base=1.0, cap=100.0, rng=random.Random(1))
+    backoff = ReconnectDelay(base=1.0, cap=100.0, rng=random.Random(1))
     for _ in range(5):
         backoff.next_delay()
     backoff.reset()
@@ -27,11 +27,11 @@ def test_reset_starts_over() -> None:
 
 
 def test_same_seed_same_delays() -> None:
-    a = Backoff(rng=random.Random(42))
-    b = Backoff(rng=random.Random(42))
+    a = ReconnectDelay(rng=random.Random(42))
+    b = ReconnectDelay(rng=random.Random(42))
     assert [a.next_delay() for _ in range(10)] == [b.next_delay() for _ in range(10)]
 
 
 def test_huge_failure_counts_do_not_overflow() -> None:
-    backoff = Backoff(base=0.1, cap=5.0, rng=random.Random(3), failures=10_000)
+    backoff = ReconnectDelay(base=0.1, cap=5.0, rng=random.Random(3), failures=10_000)
     assert 2.5 <= backoff.next_delay() <= 5.0
