@@ -292,10 +292,10 @@ class App:
         ``max_tasks`` / ``max_memory_mb``: drain and stop after that many tasks / above that RSS;
         ``beat``: run the periodic scheduler here too (safe with any number of workers).
         """
-        from aiocelery.worker.recycle import Limits  # runtimes sit above the app; imported on use
+        from aiocelery.worker.recycle import RecycleLimits  # runtimes sit above the app; imported on use
         from aiocelery.worker.worker import Worker
 
-        limits = Limits(max_tasks=max_tasks, max_memory_mb=max_memory_mb)
+        limits = RecycleLimits(max_tasks=max_tasks, max_memory_mb=max_memory_mb)
         return Worker(self, name=name, concurrency=concurrency, queues=queues, shutdown_grace_s=shutdown_grace_s,
                       limits=limits, beat=beat)
 

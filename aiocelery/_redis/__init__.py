@@ -1,1 +1,2 @@
-"""Redis plumbing shared by the Redis broker and backend: keys, clients, scripts, pub/sub."""
+"""A Redis client on hiredis: connections, a pooled command client, script batching, pub/sub, and a
+synchronous client for threads. It knows Redis, not aiocelery: nothing here imports the rest of the package."""

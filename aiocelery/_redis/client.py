@@ -6,8 +6,8 @@ can never shift replies onto another caller. Concurrent script calls are merged 
 get here (``ScriptBatcher``), so a busy process still uses few connections; callers beyond
 ``max_connections`` wait for one. A call's wait is bounded by the socket timeout (and, when
 given, its own ``timeout_s``); calls failed by a lost or silent connection are retried with
-jittered backoff, which is safe because every write aiocelery makes is an idempotent script
-keyed by the task id, or a command that is idempotent by itself.
+jittered backoff: callers send only writes that are safe to repeat (idempotent scripts, or
+commands idempotent by themselves).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class RecycleLimits:
     """``max_tasks``: tasks before a restart; ``max_memory_mb``: resident memory before a restart;
     ``max_stuck_threads``: abandoned thread tasks still running before the worker calls itself
     unhealthy and exits with ``EXIT_UNHEALTHY``."""

@@ -35,7 +35,7 @@ from aiocelery.worker.executor import Executor
 from aiocelery.worker.fetcher import Fetcher, Slots
 from aiocelery.worker.lease_thread import LeaseThread
 from aiocelery.worker.presence import Presence
-from aiocelery.worker.recycle import Limits
+from aiocelery.worker.recycle import RecycleLimits
 from aiocelery.worker.scope import RunScope
 from aiocelery.worker.settle import Settler
 from aiocelery.worker.watchdog import LoopWatchdog
@@ -69,7 +69,7 @@ class Worker:
 
     def __init__(self, app: App, *, name: str | None = None, concurrency: int = 10,
                  queues: list[str] | None = None, shutdown_grace_s: float | None = None,
-                 limits: Limits | None = None, beat: bool = True) -> None:
+                 limits: RecycleLimits | None = None, beat: bool = True) -> None:
         if concurrency < 1:
             raise ValueError(f"worker concurrency must be >= 1, got {concurrency}")
         self.app = app
@@ -83,7 +83,7 @@ class Worker:
         """Seconds in-flight tasks may take to finish after a stop is requested."""
         self.beat = beat
         """Run the periodic scheduler inside this worker (any number of workers may)."""
-        self.limits = limits or Limits()
+        self.limits = limits or RecycleLimits()
         """When to drain and exit by itself (max tasks, memory, abandoned threads)."""
         self.consumer_name = f"{self.name}:{os.getpid()}:{os.urandom(4).hex()}"
         """Unique owner name of this worker's deliveries."""
@@ -94,7 +94,7 @@ class Worker:
         self.released = 0
         """Deliveries handed back at shutdown."""
         self.exit_code = 0
-        """0, or ``Limits.EXIT_UNHEALTHY`` when it stopped because threads were stuck."""
+        """0, or ``RecycleLimits.EXIT_UNHEALTHY`` when it stopped because threads were stuck."""
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
         self._slots = Slots(concurrency)
@@ -339,7 +339,7 @@ class Worker:
         if reason:
             log.warning("%s: draining and exiting for the supervisor to restart this worker", reason)
             if self.limits.unhealthy(executor.threads.stuck):
-                self.exit_code = Limits.EXIT_UNHEALTHY
+                self.exit_code = RecycleLimits.EXIT_UNHEALTHY
             self.stop()
 
     def _describe(self, task: asyncio.Task[object] | None) -> str:
