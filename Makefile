@@ -1,4 +1,4 @@
-# aiocelery — `make demo` sets everything up and runs the seed example; `make test` runs the tests.
+# aiocelery — `make demo` sets everything up and runs GoCelery's example; `make test` runs the tests.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -37,7 +37,7 @@ MAX_CHECKED_QUEUES = 1024
 
 
 class App:
-    """An aiocelery application: ``App(Config(broker=...))`` (the seed's NewServer)."""
+    """An aiocelery application: ``App(Config(broker=...))`` (Machinery's NewServer)."""
 
     def __init__(self, config: Config | None = None, *, clock: Clock | None = None) -> None:
         self.config = config or Config()
@@ -104,7 +104,7 @@ class App:
         self.hooks.add(hooks)
 
     def register_tasks(self, tasks: Mapping[str, Callable[..., Any]]) -> dict[str, Task[..., Any]]:
-        """Register several functions under the given names (the seed's RegisterTasks)."""
+        """Register several functions under the given names (Machinery's RegisterTasks)."""
         return {name: self._register(fn, TaskOptions(name=name)) for name, fn in tasks.items()}
 
     def _register(self, fn: Callable[..., Any], options: TaskOptions) -> Task[..., Any]:
@@ -287,7 +287,7 @@ class App:
     def worker(self, name: str | None = None, *, concurrency: int = 10, queues: list[str] | None = None,
                shutdown_grace_s: float | None = None, max_tasks: int | None = None,
                max_memory_mb: float | None = None, beat: bool = True) -> Worker:
-        """A worker for this app (the seed's NewWorker): ``await w.run()`` or ``async with w:``.
+        """A worker for this app (Machinery's NewWorker): ``await w.run()`` or ``async with w:``.
 
         ``max_tasks`` / ``max_memory_mb``: drain and stop after that many tasks / above that RSS;
         ``beat``: run the periodic scheduler here too (safe with any number of workers).

@@ -1,9 +1,9 @@
-"""The README's first command: a real worker and the seed's client against a real Redis.
+"""The README's first command: a real worker and Machinery's client against a real Redis.
 
 Picks a broker: ``$AIOCELERY_BROKER`` if set; else a throwaway ``redis-server`` on a free port
 (when the binary is installed); else Redis on 127.0.0.1:6379 if one answers; else ``memory://``
 with the worker in this process (it says so). Then starts
-``python -m aiocelery worker -A examples.seed_example:app``, runs the seed's client, and stops
+``python -m aiocelery worker -A examples.seed_example:app``, runs Machinery's client, and stops
 the worker with SIGTERM (it exits 0).
 """
 

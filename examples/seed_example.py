@@ -1,10 +1,10 @@
-"""The seed's example (GoCelery's README), in aiocelery.
+"""GoCelery's example (from its README), in aiocelery.
 
-Worker side (the seed's ``GoCeleryRun``): register ``HelloWorld`` and ``Add`` and launch a worker::
+Worker side (Machinery's ``GoCeleryRun``): register ``HelloWorld`` and ``Add`` and launch a worker::
 
     python -m aiocelery worker -A examples.seed_example:app -n worker@localhost -c 10
 
-Client side (the seed's ``Working``): send ``HelloWorld`` with a typed ``Arg`` and print the result::
+Client side (Machinery's ``Working``): send ``HelloWorld`` with a typed ``Arg`` and print the result::
 
     python examples/seed_example.py client
 
@@ -27,13 +27,13 @@ cnf = Config(
 )
 
 
-def HelloWorld(name: str) -> str:  # noqa: N802 - the seed's task names
-    """The seed's first task: greet in Chinese."""
+def HelloWorld(name: str) -> str:  # noqa: N802 - Machinery's task names
+    """Machinery's first task: greet in Chinese."""
     return "你好" + name
 
 
 def Add(a: int, b: int) -> int:  # noqa: N802
-    """The seed's second task: add two int64s."""
+    """Machinery's second task: add two int64s."""
     return a + b
 
 
@@ -42,7 +42,7 @@ app.register_tasks({"Add": Add, "HelloWorld": HelloWorld})
 
 
 async def go_celery_run() -> None:
-    """The seed's worker program: NewServer, RegisterTasks, NewWorker, Launch."""
+    """Machinery's worker program: NewServer, RegisterTasks, NewWorker, Launch."""
     worker = app.worker("worker@localhost", concurrency=10)
     try:
         await worker.run()
@@ -51,8 +51,8 @@ async def go_celery_run() -> None:
 
 
 async def working() -> list[object]:
-    """The seed's client program: SendTask(HelloWorld("国学大师")), Get, print; plus Add(2, 3)."""
-    async with App(cnf) as client:  # the client registers nothing: it sends by name, like the seed
+    """Machinery's client program: SendTask(HelloWorld("国学大师")), Get, print; plus Add(2, 3)."""
+    async with App(cnf) as client:  # the client registers nothing: it sends by name, like GoCelery's client
         signature = Signature("HelloWorld", args=[Arg("string", "国学大师")])
         async_result = await client.send_task(signature)
         res = await async_result.get(timeout=10)

@@ -29,7 +29,7 @@ async def fetch_page(url: str) -> str:
 
 @app.task(max_retries=3)
 async def poll_job(job: str) -> str:
-    """Asks to be run again later with an explicit countdown (the seed's ErrRetryTaskLater)."""
+    """Asks to be run again later with an explicit countdown (Machinery's ErrRetryTaskLater)."""
     ctx = current_task()
     assert ctx is not None
     if ctx.retries == 0:

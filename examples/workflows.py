@@ -1,4 +1,4 @@
-"""Workflows: the seed's Chain, Group and Chord (Machinery), plus link/link_error.
+"""Workflows: Machinery's Chain, Group and Chord, plus link/link_error.
 
 Runs in one process on memory:// (set AIOCELERY_BROKER=redis://... to use Redis):
 
@@ -17,7 +17,7 @@ app = App(Config(broker=os.environ.get("AIOCELERY_BROKER", "memory://"), key_pre
 
 @app.task(name="Add")
 def add(a: int, b: int) -> int:
-    """The seed's Add."""
+    """Machinery's Add."""
     return a + b
 
 
@@ -41,7 +41,7 @@ async def fail(x: int) -> int:
 
 @app.task(name="Report")
 async def report(task_id: str, error: dict[str, str]) -> None:
-    """An errback: gets the failed task's id and error (the seed's OnError)."""
+    """An errback: gets the failed task's id and error (Machinery's OnError)."""
     print(f"  errback: task {task_id} failed with {error['type']}: {error['message']}")
 
 

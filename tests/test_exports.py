@@ -1,4 +1,4 @@
-"""The public API is small and explicit (STYLE.md point 9), like httpx's test_exported_members."""
+"""The public API is small and explicit (docs/style.md), like httpx's test_exported_members."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed's example end to end: ``examples/demo.py``, and the seed client against a CLI worker."""
+"""GoCelery's example end to end: ``examples/demo.py``, and GoCelery's client against a CLI worker."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_demo_runs_the_seed_example_on_the_given_redis(procs: Procs) -> None:
 
 
 async def test_seed_client_against_a_cli_worker(procs: Procs, rds: aioredis.Redis, key_prefix: str) -> None:
-    queue = "machinery_tasks"  # the seed's DefaultQueue
+    queue = "machinery_tasks"  # Machinery's DefaultQueue
     worker = procs.worker("examples.seed_example:app", "-n", "worker@localhost", "-c", "10", cwd=ROOT)
     await worker.wait_ready(rds, [queue], key_prefix)
     banner = worker.stdout

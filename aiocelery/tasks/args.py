@@ -1,4 +1,4 @@
-"""The seed's typed arguments: ``Arg(type, value)`` with Machinery's type names.
+"""Machinery's typed arguments: ``Arg(type, value)`` with Machinery's type names.
 
 ``Arg("int64", "42")`` is checked and coerced to ``42`` at send time; a value that doesn't fit
 the type raises a TypeError naming the argument. Plain Python values may be mixed in freely.

@@ -2,7 +2,7 @@
 
 A signature is partial by default: in a chain it receives the previous task's result as its
 first argument (``task.s(...)``). An immutable one (``task.si(...)``) keeps its arguments.
-``sig1 | sig2`` builds a chain; ``link``/``link_error`` attach callbacks (the seed's OnSuccess
+``sig1 | sig2`` builds a chain; ``link``/``link_error`` attach callbacks (Machinery's OnSuccess
 and OnError).
 """
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Signature:
-    """A call to send: ``Signature("Add", args=[Arg("int64", 1), 2])`` (the seed's tasks.Signature)."""
+    """A call to send: ``Signature("Add", args=[Arg("int64", 1), 2])`` (Machinery's tasks.Signature)."""
 
     name: str
     args: Sequence[Any] = ()
@@ -36,9 +36,9 @@ class Signature:
     immutable: bool = False
     """True: a parent's result is not prepended to the arguments."""
     links: tuple[Signature, ...] = ()
-    """Sent with the result as first argument when this task succeeds (the seed's OnSuccess)."""
+    """Sent with the result as first argument when this task succeeds (Machinery's OnSuccess)."""
     errbacks: tuple[Signature, ...] = ()
-    """Sent with (task id, error dict) when this task fails for good (the seed's OnError)."""
+    """Sent with (task id, error dict) when this task fails for good (Machinery's OnError)."""
     app: Any = field(default=None, compare=False, repr=False)
     """The app that made it (``task.s()``), so a workflow of them can ``apply_async()`` alone."""
 

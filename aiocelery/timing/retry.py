@@ -1,6 +1,6 @@
 """The retry policy: a pure function from (options, retries so far, error) to "retry in N s" or "stop".
 
-Backoffs are the seed's Machinery policy (Fibonacci) plus fixed and exponential, each capped at
+Backoffs are Machinery's policy (Fibonacci) plus fixed and exponential, each capped at
 ``max_s`` and with full jitter by default (a uniform draw in [0, delay]) so a burst of failures
 does not retry in lockstep.
 """

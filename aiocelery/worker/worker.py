@@ -116,7 +116,7 @@ class Worker:
             self._consumers_scope.cancel()
 
     async def run(self, *, install_signal_handlers: bool = True) -> None:
-        """Run until stopped (SIGTERM/SIGINT when handlers are installed); the seed's Launch()."""
+        """Run until stopped (SIGTERM/SIGINT when handlers are installed); Machinery's Launch()."""
         loop = asyncio.get_running_loop()
         handled = install_signal_handlers and threading.current_thread() is threading.main_thread()
         if handled:

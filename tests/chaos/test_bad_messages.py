@@ -1,4 +1,4 @@
-"""Bad input, at the edge and on the wire (RELIABILITY.md section 8, scenarios 16-19).
+"""Bad input, at the edge and on the wire (docs/delivery.md, failure scenarios 16-19).
 
 Scenario 16 writes task records and stream entries with a plain Redis client, the way a buggy
 producer, an old version or a hand edit would, and checks each becomes a dead letter with a

@@ -1,4 +1,4 @@
-"""Delayed tasks under contention (RELIABILITY.md section 8, scenario 12)."""
+"""Delayed tasks under contention (docs/delivery.md, failure scenarios 12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The network between clients, workers and Redis misbehaves (RELIABILITY.md section 8, scenarios 7-10).
+"""The network between clients, workers and Redis misbehaves (docs/delivery.md, failure scenarios 7-10).
 
 Faults come from ``FaultProxy``; whoever must see the fault connects through it, the rest directly.
 """

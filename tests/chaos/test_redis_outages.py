@@ -1,4 +1,4 @@
-"""The broker Redis goes away (RELIABILITY.md section 8, scenarios 5 and 6).
+"""The broker Redis goes away (docs/delivery.md, failure scenarios 5 and 6).
 
 The broker restarts on the same port; with ``chaos_aof`` it reloads its AOF (``appendfsync
 always``), with ``chaos`` it comes back empty.

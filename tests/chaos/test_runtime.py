@@ -1,4 +1,4 @@
-"""Tasks that misbehave inside a worker (RELIABILITY.md section 8, scenarios 20 and 21)."""
+"""Tasks that misbehave inside a worker (docs/delivery.md, failure scenarios 20 and 21)."""
 
 from __future__ import annotations
 

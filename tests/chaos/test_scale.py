@@ -1,4 +1,4 @@
-"""Load at high concurrency (RELIABILITY.md section 8, scenario 22)."""
+"""Load at high concurrency (docs/delivery.md, failure scenarios 22)."""
 
 from __future__ import annotations
 

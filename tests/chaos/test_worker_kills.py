@@ -1,4 +1,4 @@
-"""Worker processes die (RELIABILITY.md section 8, scenarios 1-4 and 15).
+"""Worker processes die (docs/delivery.md, failure scenarios 1-4 and 15).
 
 Workers run with a 2 s lease and reclaim every 0.5 s (``FAST_ENV``) unless a scenario says otherwise.
 """

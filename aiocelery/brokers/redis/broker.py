@@ -158,7 +158,7 @@ class RedisBroker:
             await asyncio.shield(self._hub.unsubscribe(channel, listener))
 
     async def health_warnings(self) -> list[str]:
-        """Check eviction policy, persistence and server version (RELIABILITY.md section 6)."""
+        """Check eviction policy, persistence and server version (docs/delivery.md: what the Redis server must keep)."""
         server = info(await self._client.call("INFO", "server"))
         warnings = []
         version = tuple(int(p) for p in server.get("redis_version", "0").split(".")[:2])
