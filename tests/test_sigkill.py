@@ -1,8 +1,8 @@
 """SIGKILL a worker mid-task: the delivery must stay pending in Redis, nothing acked, nothing lost.
 
-Redelivery by lease-based reclaim is a later issue; here we only prove the task survives the kill
-in a state a reclaimer can find: still in the stream, still in the group's PEL under the dead
-worker's consumer, and its record still STARTED at attempt 1.
+Redelivery by lease-based reclaim is tested in tests/chaos/test_worker_kills.py; here we only
+prove the task survives the kill in a state a reclaimer can find: still in the stream, still in
+the group's PEL under the dead worker's consumer, and its record still STARTED at attempt 1.
 """
 
 from __future__ import annotations

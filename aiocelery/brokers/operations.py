@@ -30,8 +30,8 @@ class QueueStats:
 
 class Operations(Protocol):
     """What operators need from a broker: queue numbers, purge, dead letters, and the worker
-    registry and control channel (heartbeats, ping, shutdown). Separate from ``Broker``: a broker
-    may leave it out, and its workers then run without presence and control."""
+    registry and control channel (heartbeats, ping, shutdown). Separate from ``Broker`` so the
+    delivery path depends on none of it; every broker provides both (``connections.py``)."""
 
     async def queue_stats(self, queue: str) -> QueueStats:
         """Counts for ``queue``."""

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class ReconnectDelay:
-    """Delays of ``base * 2**n`` seconds with full jitter, capped at ``cap``; ``reset()`` on success."""
+    """Delays of ``base * 2**n`` seconds capped at ``cap``, each drawn between half and all of
+    that (jitter); ``reset()`` on success."""
 
     base: float = 0.1
     cap: float = 5.0
