@@ -45,7 +45,8 @@ class Connections:
 
 def connect(config: Config, clock: Clock | None = None) -> Connections:
     """Create (lazily connecting) clients for ``config``; ``clock`` only for memory://."""
-    if config.is_memory:
+    target = config.broker_target
+    if target is None:  # memory://
         store = MemoryStore(clock=clock or SystemClock())
         broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes)
         limiter = MemoryLimiter(store.clock.now_ms)
@@ -53,11 +54,13 @@ def connect(config: Config, clock: Clock | None = None) -> Connections:
                            MemoryAdmin(store))
     if clock is not None:
         raise ConfigError("a custom clock (VirtualClock) works with memory:// only; Redis keeps its own time")
-    client = command_client(config.broker, config.max_connections)
-    hub = PubSubHub(config.broker)
+    client = command_client(target, config.max_connections, socket_timeout=config.socket_timeout_s,
+                            connect_timeout=config.connect_timeout_s)
+    hub = PubSubHub(target, connect_timeout=config.connect_timeout_s)
     keys = Keys(config.key_prefix)
-    redis_broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
-                               max_crashes=config.max_crashes, send_timeout_s=config.send_timeout_s)
+    redis_broker = RedisBroker(target, client, hub, keys, result_ttl_s=config.result_ttl_s,
+                               max_crashes=config.max_crashes, send_timeout_s=config.send_timeout_s,
+                               socket_timeout_s=config.socket_timeout_s, connect_timeout_s=config.connect_timeout_s)
     backend = RedisBackend(client, hub, keys)
     admin = RedisAdmin(client, hub, keys, int(config.result_ttl_s * 1000))
     return Connections(redis_broker, backend, RedisLimiter(client), keys, SystemClock(), admin, client, hub)

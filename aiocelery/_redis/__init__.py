@@ -1,1 +1,5 @@
-"""Redis plumbing shared by the Redis broker and backend: keys, clients, scripts, pub/sub."""
+"""aiocelery's Redis client: connections, a pool, scripts, pub/sub and a thread-side client.
+
+It imports nothing from aiocelery outside this package: it is given a ``Target`` (built from a
+URL by ``aiocelery.urls``) and knows no keys, tasks or configuration.
+"""

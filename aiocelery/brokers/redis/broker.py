@@ -16,6 +16,7 @@ import orjson
 
 from aiocelery._redis.batcher import ScriptBatcher
 from aiocelery._redis.client import Client, blocking_client
+from aiocelery._redis.connection import Target
 from aiocelery._redis.errors import ReplyError
 from aiocelery._redis.pubsub import PubSubHub
 from aiocelery._redis.replies import Entry, entries, info, text
@@ -38,9 +39,12 @@ CACHED_QUEUES = 1024
 class RedisBroker:
     """Publishes, fetches, settles and releases tasks on one Redis."""
 
-    def __init__(self, url: str, client: Client, hub: PubSubHub, keys: Keys, *, result_ttl_s: float,
-                 max_crashes: int, send_timeout_s: float | None = None) -> None:
-        self._url = url
+    def __init__(self, target: Target, client: Client, hub: PubSubHub, keys: Keys, *, result_ttl_s: float,
+                 max_crashes: int, send_timeout_s: float | None = None, socket_timeout_s: float = 10.0,
+                 connect_timeout_s: float = 5.0) -> None:
+        self._target = target
+        self._socket_timeout_s = socket_timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self._client = client
         self._hub = hub
         self._keys = keys
@@ -366,7 +370,8 @@ class RedisConsumer:
     async def _read_blocking(self, count: int, block_s: float) -> list[Delivery]:
         b = self._broker
         if self._client is None:
-            self._client = blocking_client(b._url, block_s)
+            self._client = blocking_client(b._target, block_s, socket_timeout=b._socket_timeout_s,
+                                           connect_timeout=b._connect_timeout_s)
         streams = [b._keys.stream(q) for q in self._queues]
         try:
             reply: Any = await self._client.call(
@@ -420,7 +425,7 @@ class RedisConsumer:
 
     def lease_keeper(self) -> RedisLeaseKeeper:
         """A lease keeper with its own synchronous connection."""
-        return RedisLeaseKeeper(self._broker._url, self._broker._keys, self.name)
+        return RedisLeaseKeeper(self._broker._target, self._broker._keys, self.name)
 
     async def release(self) -> int:
         """Hand every delivery still pending for this consumer back to the tail of its queue:
