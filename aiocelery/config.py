@@ -11,16 +11,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from aiocelery._redis.connection import Target
+from aiocelery._redis.tls import VERIFY_MODES
 from aiocelery.exceptions import ConfigError
-
-_SCHEMES = ("redis", "rediss", "unix", "memory")
+from aiocelery.urls import TLSSettings, parse_url
+from aiocelery.urls import redact_url as redact_url
 
 
 @dataclass(frozen=True, slots=True)
 class AMQPConfig:
-    """The seed's AMQP block; kept for config compatibility (the Redis broker does not use it)."""
+    """Machinery's AMQP block; kept for config compatibility (the Redis broker does not use it)."""
 
     exchange: str = "aiocelery_exchange"
     exchange_type: str = "direct"
@@ -33,14 +34,15 @@ class Config:
     """Everything an App needs to know; every field has a sensible default."""
 
     broker: str = "redis://127.0.0.1:6379/0"
-    """Broker URL: ``redis://[:password@]host:port/db``, ``rediss://``, ``unix://`` or ``memory://``."""
+    """Broker URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS),
+    ``unix:///path/to/redis.sock?db=N`` or ``memory://`` (see ``aiocelery.urls``)."""
     result_backend: str | None = None
     """Result backend URL; ``None`` means the broker's. With Redis it must be the broker's Redis,
     because a result is stored in the same atomic step that acknowledges the delivery."""
     default_queue: str = "aiocelery"
-    """Queue for tasks that name none (the seed's DefaultQueue)."""
+    """Queue for tasks that name none (Machinery's DefaultQueue)."""
     result_ttl_s: float = 86_400.0
-    """How long a finished task's result is kept (the seed's ResultsExpireIn); default one day."""
+    """How long a finished task's result is kept (Machinery's ResultsExpireIn); default one day."""
     key_prefix: str = "aiocelery"
     """Prefix of every Redis key and channel; different apps on one Redis use different prefixes."""
     send_timeout_s: float = 10.0
@@ -61,27 +63,39 @@ class Config:
     """Deliveries that started and never finished before a task is dead-lettered as poison."""
     max_connections: int = 64
     """Size of the blocking Redis connection pool per process (callers wait, never fail)."""
+    ssl_ca_certs: str | None = None
+    """rediss://: PEM file of the CA that signed Redis's certificate (None: the system's trust
+    store). Also settable as the URL's ``?ssl_ca_certs=``; a different value in both is an error."""
+    ssl_certfile: str | None = None
+    """rediss://: PEM client certificate, for a Redis that checks clients (``tls-auth-clients``)."""
+    ssl_keyfile: str | None = None
+    """rediss://: the client certificate's unencrypted PEM key (may be left out when the
+    certificate file holds it)."""
+    ssl_cert_reqs: str = "required"
+    """rediss://: ``required`` checks Redis's certificate and host name, ``optional`` its
+    certificate only, ``none`` nothing (encrypted, not authenticated). The default counts as not
+    given, so a URL's ``?ssl_cert_reqs=`` overrides it."""
+    socket_timeout_s: float = 10.0
+    """Longest wait for a Redis reply before the connection is dropped and the call retried. A
+    blocking read waits its block time plus this; lease renewal, on its own thread, waits at most
+    2 s so that a stalled pass ends before the next."""
+    connect_timeout_s: float = 5.0
+    """Longest time to connect to Redis, TLS handshake and AUTH included."""
     amqp: AMQPConfig = field(default_factory=AMQPConfig)
-    """The seed's AMQP settings (exchange, type, binding key, prefetch); informational on Redis."""
+    """Machinery's AMQP settings (exchange, type, binding key, prefetch); informational on Redis."""
+    broker_target: Target | None = field(default=None, init=False, repr=False, compare=False)
+    """Where the Redis client connects for the broker, parsed from ``broker`` once (None: memory://)."""
+    backend_target: Target | None = field(default=None, init=False, repr=False, compare=False)
+    """Where the result backend's client connects (the broker's Redis; None: memory://)."""
 
     def __post_init__(self) -> None:
-        _check_url("broker", self.broker)
-        if self.result_backend is not None:
-            _check_url("result_backend", self.result_backend)
-            if _is_memory(self.broker) != _is_memory(self.result_backend):
-                raise ConfigError(
-                    "broker and result_backend must both be memory:// or both be Redis "
-                    f"(got {redact_url(self.broker)!r} and {redact_url(self.result_backend)!r})"
-                )
-            if not _is_memory(self.broker) and self.result_backend != self.broker:
-                raise ConfigError(
-                    "result_backend must be the broker's Redis URL (or None): results are stored "
-                    "in the same atomic script that acknowledges the delivery"
-                )
+        broker, backend = self._targets()
+        object.__setattr__(self, "broker_target", broker)
+        object.__setattr__(self, "backend_target", backend)
         if not self.default_queue or any(c in self.default_queue for c in "{}: "):
             raise ConfigError(f"default_queue {self.default_queue!r} must be non-empty without '{{}}: '")
         for name in ("result_ttl_s", "send_timeout_s", "shutdown_grace_s", "fetch_block_s", "lease_s",
-                     "reclaim_interval_s", "blocked_loop_warn_s"):
+                     "reclaim_interval_s", "blocked_loop_warn_s", "socket_timeout_s", "connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("max_payload_bytes", "max_crashes", "max_connections"):
@@ -90,9 +104,33 @@ class Config:
         if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
             raise ConfigError(f"key_prefix {self.key_prefix!r} must be non-empty without braces")
 
+    def _targets(self) -> tuple[Target | None, Target | None]:
+        """Parse the broker and result backend URLs (once, here); the backend must be the broker's."""
+        if self.ssl_cert_reqs not in VERIFY_MODES:
+            raise ConfigError(f"ssl_cert_reqs must be one of {', '.join(VERIFY_MODES)}, got {self.ssl_cert_reqs!r}")
+        tls = TLSSettings(self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile, self.ssl_cert_reqs)
+        broker = parse_url("broker", self.broker, tls)
+        if self.result_backend is None:
+            return broker, broker
+        backend = parse_url("result_backend", self.result_backend, tls)
+        if (broker is None) != (backend is None):
+            raise ConfigError(
+                "broker and result_backend must both be memory:// or both be Redis "
+                f"(got {redact_url(self.broker)!r} and {redact_url(self.result_backend)!r})"
+            )
+        if backend != broker:
+            raise ConfigError(
+                f"result_backend {redact_url(self.result_backend)!r} must be the broker's Redis "
+                f"({redact_url(self.broker)!r}) or None: results are stored in the same atomic "
+                "script that acknowledges the delivery"
+            )
+        return broker, backend
+
     def __repr__(self) -> str:
         fields = []
         for f in dataclasses.fields(self):
+            if not f.repr:
+                continue
             value = getattr(self, f.name)
             if f.name in ("broker", "result_backend") and isinstance(value, str):
                 value = redact_url(value)
@@ -107,7 +145,7 @@ class Config:
     @property
     def is_memory(self) -> bool:
         """True when this config runs in-process on ``memory://``."""
-        return _is_memory(self.broker)
+        return self.broker_target is None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, prefix: str = "AIOCELERY_") -> Config:
@@ -116,7 +154,7 @@ class Config:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = source.get(prefix + f.name.upper())
-            if raw is None or f.name == "amqp":
+            if raw is None or f.name == "amqp" or not f.init:
                 continue
             values[f.name] = _parse(f.name, raw, str(f.type))
         return cls(**values)
@@ -135,32 +173,3 @@ def _parse(name: str, raw: str, type_name: str) -> Any:
     except ValueError:
         raise ConfigError(f"environment value for {name} must be a {type_name}, got {raw!r}") from None
     return raw or None if "None" in type_name else raw
-
-
-def _is_memory(url: str) -> bool:
-    return url.startswith("memory://")
-
-
-def _check_url(name: str, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise ConfigError(
-            f"{name} URL {redact_url(url)!r} has scheme {parts.scheme!r}; use one of "
-            + ", ".join(s + "://" for s in _SCHEMES)
-        )
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"{name} URL {redact_url(url)!r} has an invalid port") from None
-    if port == 0:  # a URL parser would silently take 6379 instead
-        raise ConfigError(f"{name} URL {redact_url(url)!r} has port 0; give the real port")
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs and banners."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -82,11 +82,15 @@ def _memory(config: Config, clock: Clock | None) -> Connections:
 def _redis(config: Config, clock: Clock | None) -> Connections:
     if clock is not None:
         raise ConfigError("a custom clock (VirtualClock) works with memory:// only; Redis keeps its own time")
-    client = command_client(config.broker, config.max_connections)
-    hub = PubSubHub(config.broker)
+    target = config.broker_target
+    assert target is not None  # every Redis scheme parses to a target
+    client = command_client(target, config.max_connections, socket_timeout=config.socket_timeout_s,
+                            connect_timeout=config.connect_timeout_s)
+    hub = PubSubHub(target, connect_timeout=config.connect_timeout_s)
     keys = Keys(config.key_prefix)
-    broker = RedisBroker(config.broker, client, hub, keys, result_ttl_s=config.result_ttl_s,
-                         max_crashes=config.max_crashes, send_timeout_s=config.send_timeout_s)
+    broker = RedisBroker(target, client, hub, keys, result_ttl_s=config.result_ttl_s,
+                         max_crashes=config.max_crashes, send_timeout_s=config.send_timeout_s,
+                         socket_timeout_s=config.socket_timeout_s, connect_timeout_s=config.connect_timeout_s)
     operations = RedisOperations(client, hub, keys, int(config.result_ttl_s * 1000))
     return Connections(broker, RedisBackend(client, hub, keys), operations, RedisLimiter(client, keys),
                        SystemClock(), (*TRANSIENT_ERRORS, RedisError), [hub.close, client.aclose])

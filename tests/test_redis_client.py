@@ -1,7 +1,7 @@
 """aiocelery's own Redis client (``aiocelery._redis``) against real redis-servers.
 
 The broker's behaviour on top of it is covered by the contract, reliability and chaos suites;
-these pin down the client itself: replies, errors, scripts, URLs, the pool, timeouts,
+these pin down the client itself: replies, errors, scripts, targets, the pool, timeouts,
 reconnects, and the thread-side synchronous client.
 """
 
@@ -25,6 +25,7 @@ from aiocelery._redis.errors import RedisConnectionError, RedisTimeoutError, Rep
 from aiocelery._redis.scripts import Script
 from aiocelery._redis.sync import SyncClient
 from aiocelery._redis.wire import pack
+from aiocelery.urls import parse_url
 
 from .redis_server import RedisServer, free_port
 
@@ -35,7 +36,7 @@ BROKEN = Script("broken", "this is not lua")
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[Client]:
-    c = Client(redis_url, max_connections=4, socket_timeout=5.0)
+    c = Client(target(redis_url), max_connections=4, socket_timeout=5.0)
     yield c
     await c.aclose()
 
@@ -106,28 +107,20 @@ async def test_a_script_error_names_itself(client: Client) -> None:
         await client.run_script(BROKEN, [], [])
 
 
-# -- URLs ---------------------------------------------------------------------------------------
+# -- targets (URLs are parsed by aiocelery.urls; see test_config.py) ------------------------------
 
 
-def test_urls() -> None:
-    assert Target.from_url("redis://localhost") == Target()
-    t = Target.from_url("redis://us%40r:p%3Ass@example.com:6380/3")
-    assert (t.host, t.port, t.db, t.username, t.password, t.tls) == ("example.com", 6380, 3, "us@r", "p:ss", False)
-    assert Target.from_url("redis://:pw@h/0").password == "pw"
-    assert Target.from_url("rediss://h").tls
-    assert Target.from_url("redis://h?db=4").db == 4
-    u = Target.from_url("unix:///run/redis.sock?db=2")
-    assert (u.path, u.db) == ("/run/redis.sock", 2)
-    with pytest.raises(ValueError, match="unsupported Redis URL scheme 'http'"):
-        Target.from_url("http://h")
-    with pytest.raises(ValueError, match="is not a number"):
-        Target.from_url("redis://h/x")
+def target(url: str) -> Target:
+    """The client's Target for ``url``, as a Config builds it."""
+    parsed = parse_url("broker", url)
+    assert parsed is not None
+    return parsed
 
 
 async def test_password_database_and_unix_socket(secured: tuple[int, Path]) -> None:
     port, sock = secured
-    tcp = Client(f"redis://:s3cr%25t@127.0.0.1:{port}/5")
-    unix = Client(f"unix://:s3cr%25t@{sock}?db=5")
+    tcp = Client(target(f"redis://:s3cr%25t@127.0.0.1:{port}/5"))
+    unix = Client(target(f"unix://:s3cr%25t@{sock}?db=5"))
     try:
         await tcp.call("SET", "where", "db5")
         assert await unix.call("GET", "where") == b"db5"
@@ -135,11 +128,11 @@ async def test_password_database_and_unix_socket(secured: tuple[int, Path]) -> N
     finally:
         await tcp.aclose()
         await unix.aclose()
-    wrong = Client(f"redis://:nope@127.0.0.1:{port}/0", attempts=1)
+    wrong = Client(target(f"redis://:nope@127.0.0.1:{port}/0"), attempts=1)
     with pytest.raises(RedisConnectionError, match=r"refused the connection setup.*(WRONGPASS|invalid)"):
         await wrong.call("PING")
     await wrong.aclose()
-    sync = SyncClient(f"redis://:s3cr%25t@127.0.0.1:{port}/5", timeout=2.0)
+    sync = SyncClient(target(f"redis://:s3cr%25t@127.0.0.1:{port}/5"), timeout=2.0)
     try:
         assert sync.execute([b"*2\r\n$3\r\nGET\r\n$5\r\nwhere\r\n"]) == [b"db5"]
     finally:
@@ -147,7 +140,7 @@ async def test_password_database_and_unix_socket(secured: tuple[int, Path]) -> N
 
 
 async def test_connection_refused_is_a_connection_error() -> None:
-    c = Client(f"redis://127.0.0.1:{free_port()}/0", attempts=2)
+    c = Client(target(f"redis://127.0.0.1:{free_port()}/0"), attempts=2)
     with pytest.raises(RedisConnectionError, match=r"could not connect to Redis at 127\.0\.0\.1"):
         await c.call("PING")
     assert isinstance(RedisConnectionError(), ConnectionError)
@@ -159,7 +152,7 @@ async def test_connection_refused_is_a_connection_error() -> None:
 
 async def test_callers_beyond_max_connections_wait_for_one(redis_url: str, probe: aioredis.Redis,
                                                            key_prefix: str) -> None:
-    c = Client(redis_url, max_connections=2)
+    c = Client(target(redis_url), max_connections=2)
     name = f"{key_prefix}-pool"
     try:
         async def blocked(i: int) -> object:
@@ -178,7 +171,7 @@ async def test_callers_beyond_max_connections_wait_for_one(redis_url: str, probe
 
 
 async def test_a_silent_connection_times_out_and_is_dropped(redis_url: str, key_prefix: str) -> None:
-    c = Client(redis_url, max_connections=1, socket_timeout=0.2, attempts=1)
+    c = Client(target(redis_url), max_connections=1, socket_timeout=0.2, attempts=1)
     try:
         with pytest.raises(RedisTimeoutError, match=r"no reply from Redis within 0\.2 s"):
             await c.call("BLPOP", f"{key_prefix}:never", 2)
@@ -191,7 +184,7 @@ async def test_a_silent_connection_times_out_and_is_dropped(redis_url: str, key_
 
 
 async def test_a_call_timeout_shorter_than_the_socket_timeout(redis_url: str, key_prefix: str) -> None:
-    c = Client(redis_url, socket_timeout=10.0)
+    c = Client(target(redis_url), socket_timeout=10.0)
     try:
         started = time.monotonic()
         with pytest.raises(TimeoutError):
@@ -205,7 +198,7 @@ async def test_the_deadline_timer_rearms_for_a_later_call_and_tightens_for_a_sho
         redis_url: str, key_prefix: str) -> None:
     """One timer per connection: a call that outlives an earlier call's deadline is not failed
     by it, and a call with a shorter limit than the armed one still times out on time."""
-    c = Client(redis_url, max_connections=1, socket_timeout=0.4, attempts=1)
+    c = Client(target(redis_url), max_connections=1, socket_timeout=0.4, attempts=1)
     key = f"{key_prefix}:rearm"
     try:
         assert await c.call("PING") == b"PONG"  # arms the connection's timer at now + 0.4 s
@@ -243,7 +236,7 @@ async def test_a_killed_connection_is_replaced_transparently(client: Client, pro
 
 async def test_a_redis_restart_is_ridden_out(key_prefix: str) -> None:
     server = RedisServer().start()
-    c = Client(server.url, socket_timeout=2.0, attempts=8)
+    c = Client(target(server.url), socket_timeout=2.0, attempts=8)
     try:
         assert await c.call("PING") == b"PONG"
         server.stop()
@@ -256,7 +249,7 @@ async def test_a_redis_restart_is_ridden_out(key_prefix: str) -> None:
 
 
 async def test_a_closed_client_refuses(redis_url: str) -> None:
-    c = Client(redis_url)
+    c = Client(target(redis_url))
     await c.call("PING")
     await c.aclose()
     with pytest.raises(RedisConnectionError, match="closed"):
@@ -267,7 +260,7 @@ async def test_a_closed_client_refuses(redis_url: str) -> None:
 
 
 def test_sync_client_scripts_timeouts_and_reconnects(redis_server: RedisServer) -> None:
-    c = SyncClient(redis_server.url, timeout=0.3)
+    c = SyncClient(target(redis_server.url), timeout=0.3)
     try:
         with socket.create_connection(("127.0.0.1", redis_server.port)) as s:
             s.sendall(b"SCRIPT FLUSH\r\n")
@@ -281,3 +274,21 @@ def test_sync_client_scripts_timeouts_and_reconnects(redis_server: RedisServer) 
     finally:
         c.close()
 
+
+
+# -- a pure client --------------------------------------------------------------------------------
+
+
+def test_the_client_imports_nothing_from_the_rest_of_aiocelery() -> None:
+    import ast
+
+    import aiocelery._redis as package
+
+    outside: list[str] = []
+    for source in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            outside += [f"{source.name}: {name}" for name in names
+                        if name.split(".")[0] == "aiocelery" and not name.startswith("aiocelery._redis")]
+    assert outside == []

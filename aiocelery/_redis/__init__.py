@@ -1,2 +1,5 @@
-"""A Redis client on hiredis: connections, a pooled command client, script batching, pub/sub, and a
-synchronous client for threads. It knows Redis, not aiocelery: nothing here imports the rest of the package."""
+"""aiocelery's Redis client: connections, a pool, scripts, pub/sub and a thread-side client.
+
+It imports nothing from aiocelery outside this package: it is given a ``Target`` (built from a
+URL by ``aiocelery.urls``) and knows no keys, tasks or configuration.
+"""

@@ -18,18 +18,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiocelery._redis.connection import Connection, Target, open_connection
+from aiocelery._redis.delays import RetryDelays
 from aiocelery._redis.errors import RedisConnectionError, RedisTimeoutError, ReplyError
 from aiocelery._redis.scripts import Script
-from aiocelery._redis.wire import Arg, evalsha, pack
-from aiocelery.timing.reconnect import ReconnectDelay as Backoff
+from aiocelery._redis.wire import CommandPart, evalsha, pack
 
 
 class Client:
     """A lazily connecting, reconnecting Redis client (see the module docstring)."""
 
-    def __init__(self, url: str, *, max_connections: int = 64, socket_timeout: float | None = 10.0,
+    def __init__(self, target: Target, *, max_connections: int = 64, socket_timeout: float | None = 10.0,
                  connect_timeout: float = 5.0, attempts: int = 4) -> None:
-        self.target = Target.from_url(url)
+        self.target = target
         self._max = max_connections
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
@@ -44,25 +44,25 @@ class Client:
         self._shas: dict[str, str] = {}
         """Script text -> SHA1, as SCRIPT LOAD answered (no hashlib import: 0.7 MB per process)."""
 
-    async def call(self, *args: Arg) -> Any:
+    async def call(self, *args: CommandPart) -> Any:
         """Run one command; returns its reply or raises its ``ReplyError``."""
         (reply,) = await self.execute([pack(args)])
         if isinstance(reply, ReplyError):
             raise reply
         return reply
 
-    async def call_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+    async def call_many(self, commands: Sequence[Sequence[CommandPart]]) -> list[Any]:
         """Run ``commands`` in one round trip; error replies come back in place, as ``ReplyError``."""
         return await self.execute([pack(c) for c in commands]) if commands else []
 
-    async def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+    async def run_script(self, script: Script, keys: Sequence[CommandPart], args: Sequence[CommandPart]) -> Any:
         """EVALSHA ``script``; returns its reply or raises its error."""
         (reply,) = await self.run_scripts(script, [(keys, args)])
         if isinstance(reply, ReplyError):
             raise reply
         return reply
 
-    async def run_scripts(self, script: Script, calls: Sequence[tuple[Sequence[Arg], Sequence[Arg]]], *,
+    async def run_scripts(self, script: Script, calls: Sequence[tuple[Sequence[CommandPart], Sequence[CommandPart]]], *,
                           timeout_s: float | None = None) -> list[Any]:
         """EVALSHA ``script`` once per (keys, args) in one round trip; replies in place. A NOSCRIPT
         reply (Redis restarted or flushed its script cache) loads the script and runs them again."""
@@ -93,7 +93,7 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         data = commands[0] if len(commands) == 1 else b"".join(commands)
-        backoff: Backoff | None = None
+        delays: RetryDelays | None = None
         for attempt in range(self._attempts):
             limit = _limit(self._socket_timeout, None if deadline is None else deadline - loop.time())
             conn: Connection | None = None
@@ -122,8 +122,8 @@ class Client:
             remaining = None if deadline is None else deadline - loop.time()
             if attempt + 1 == self._attempts or self._closed or (remaining is not None and remaining <= 0):
                 raise error
-            backoff = backoff or Backoff(base=0.05, cap=1.0)
-            delay = backoff.next_delay()
+            delays = delays or RetryDelays(base=0.05, cap=1.0)
+            delay = delays.next()
             await asyncio.sleep(delay if remaining is None else min(delay, remaining))
         raise AssertionError("unreachable")
 
@@ -205,11 +205,19 @@ def _limit(socket_timeout: float | None, remaining: float | None) -> float | Non
     return max(0.0, remaining if socket_timeout is None else min(socket_timeout, remaining))
 
 
-def command_client(url: str, max_connections: int, socket_timeout: float = 10.0) -> Client:
+def command_client(target: Target, max_connections: int, *, socket_timeout: float = 10.0,
+                   connect_timeout: float = 5.0) -> Client:
     """The process's client for commands and scripts."""
-    return Client(url, max_connections=max_connections, socket_timeout=socket_timeout)
+    return Client(target, max_connections=max_connections, socket_timeout=socket_timeout,
+                  connect_timeout=connect_timeout)
 
 
-def blocking_client(url: str, block_s: float) -> Client:
-    """A client for blocking reads, whose timeout outlives the block (one retry)."""
-    return Client(url, max_connections=1, socket_timeout=block_s + 5.0, attempts=2)
+def blocking_client(target: Target, block_s: float, *, socket_timeout: float = 10.0,
+                    connect_timeout: float = 5.0) -> Client:
+    """A one-connection client for blocking reads of up to ``block_s`` seconds (one retry).
+
+    Its reply wait is derived, not a setting: the block plus ``socket_timeout``, so a reply that
+    comes at the end of the block is not taken for a silent connection.
+    """
+    return Client(target, max_connections=1, socket_timeout=block_s + socket_timeout,
+                  connect_timeout=connect_timeout, attempts=2)

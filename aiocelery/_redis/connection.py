@@ -13,49 +13,37 @@ import collections
 import math
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
 from aiocelery._redis.errors import ProtocolError, RedisConnectionError, RedisTimeoutError, ReplyError
+from aiocelery._redis.tls import TLSOptions, ssl_context
 from aiocelery._redis.wire import pack
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where and how to connect, from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+    """Where and how to connect: a TCP host and port (with TLS when ``tls`` is set) or a unix
+    socket ``path``, the credentials for AUTH and the database for SELECT. Built from a URL by
+    ``aiocelery.urls``; this package parses no URLs."""
 
     host: str = "localhost"
     port: int = 6379
     path: str | None = None
+    """A unix socket; when set, ``host``, ``port`` and ``tls`` are not used."""
     db: int = 0
     username: str | None = None
-    password: str | None = None
-    tls: bool = False
+    password: str | None = field(default=None, repr=False)
+    tls: TLSOptions | None = None
+    """None: plain TCP."""
 
-    @classmethod
-    def from_url(cls, url: str) -> Target:
-        """Parse ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` or ``unix:///path?db=N``."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r} in {url!r}: "
-                             "use redis://, rediss:// or unix://")
-        query = parse_qs(parts.query)
-        default_db = "0" if parts.scheme == "unix" else parts.path.lstrip("/")
-        db_text = (query.get("db") or [default_db])[0]
-        try:
-            db = int(db_text or 0)
-        except ValueError:
-            raise ValueError(f"database {db_text!r} in {url!r} is not a number") from None
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
-        if parts.scheme == "unix":
-            return cls(path=parts.path, db=db, username=username, password=password)
-        return cls(host=parts.hostname or "localhost", port=parts.port or 6379, db=db, username=username,
-                   password=password, tls=parts.scheme == "rediss")
+    @property
+    def where(self) -> str:
+        """``host:port`` or the socket path, for error messages."""
+        return self.path or f"{self.host}:{self.port}"
 
 
 @dataclass(slots=True)
@@ -195,39 +183,83 @@ class Connection(asyncio.Protocol):
 
 async def open_connection(target: Target, *, connect_timeout: float | None = 5.0,
                           on_push: Callable[[Any], None] | None = None) -> Connection:
-    """Connect, authenticate and select the database; raises ``RedisConnectionError``."""
-    loop = asyncio.get_running_loop()
-    where = target.path or f"{target.host}:{target.port}"
+    """Connect (TLS handshake included), authenticate and select the database, all within
+    ``connect_timeout`` seconds; raises ``RedisConnectionError`` (a half-open connection is closed)."""
+    conn: Connection | None = None
     try:
         async with asyncio.timeout(connect_timeout):
-            if target.path:
-                _, conn = await loop.create_unix_connection(Connection, target.path)
-            else:
-                context = ssl.create_default_context() if target.tls else None
-                _, conn = await loop.create_connection(Connection, target.host, target.port, ssl=context)
-            setup = setup_commands(target)
-            if setup:
-                replies = await conn.send(b"".join(setup), len(setup))
-                for reply in replies:
-                    if isinstance(reply, ReplyError):
-                        conn.abort()
-                        raise RedisConnectionError(f"Redis at {where} refused the connection setup: {reply}")
-    except TimeoutError:
-        raise RedisConnectionError(f"could not connect to Redis at {where} within {connect_timeout} s") from None
-    except OSError as exc:
-        if isinstance(exc, RedisConnectionError):
-            raise
-        raise RedisConnectionError(f"could not connect to Redis at {where}: {exc}") from exc
+            conn = await _connect(target)
+            await _set_up(conn, target)
+    except BaseException as exc:
+        if conn is not None:
+            conn.abort()
+        if isinstance(exc, TimeoutError):
+            raise RedisConnectionError(
+                f"could not connect to Redis at {target.where} within {connect_timeout} s") from None
+        if isinstance(exc, ssl.SSLError):
+            raise tls_failure(target.where, exc) from exc
+        if isinstance(exc, OSError) and not isinstance(exc, RedisConnectionError):
+            raise RedisConnectionError(f"could not connect to Redis at {target.where}: {exc}") from exc
+        raise
     conn._on_push = on_push
     return conn
 
 
+async def _connect(target: Target) -> Connection:
+    loop = asyncio.get_running_loop()
+    if target.path:
+        _, conn = await loop.create_unix_connection(Connection, target.path)
+    else:
+        context = ssl_context(target.tls) if target.tls else None
+        _, conn = await loop.create_connection(Connection, target.host, target.port, ssl=context)
+    return conn
+
+
+async def _set_up(conn: Connection, target: Target) -> None:
+    setup = setup_commands(target)
+    if not setup:
+        return
+    try:
+        replies = await conn.send(b"".join(setup), len(setup))
+    except RedisConnectionError as exc:
+        if target.tls is None:
+            raise
+        raise tls_dropped(target.where, exc) from exc
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise RedisConnectionError(f"Redis at {target.where} refused the connection setup: {reply}")
+
+
+def tls_failure(where: str, exc: ssl.SSLError) -> RedisConnectionError:
+    """The error for a TLS handshake that failed, saying what to check."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        hint = ("the server's certificate is not trusted: give the CA file that signed it, or connect by a "
+                "host name its certificate names")
+    else:
+        hint = ("check that the server speaks TLS on this port and, if it checks clients, that a client "
+                "certificate and key it trusts are given")
+    detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+    return RedisConnectionError(f"TLS handshake with Redis at {where} failed ({detail}); {hint}")
+
+
+def tls_dropped(where: str, exc: OSError) -> RedisConnectionError:
+    """The error for a TLS connection that the server closed before its setup replied: with
+    TLS 1.3 a server refuses a client certificate (or its absence) only after the handshake."""
+    return RedisConnectionError(
+        f"Redis at {where} closed the TLS connection before replying to its setup ({exc}); if it checks "
+        "client certificates (tls-auth-clients), give a client certificate and key signed by a CA it trusts")
+
+
 def setup_commands(target: Target) -> list[bytes]:
-    """AUTH and SELECT as the URL asks (none for a default connection)."""
+    """AUTH and SELECT as the target asks; on TLS at least a PING, so that a server refusing the
+    client's certificate after the handshake is found out while connecting. None for a plain
+    default connection."""
     commands = []
     if target.password is not None:
         auth = ["AUTH", target.username, target.password] if target.username else ["AUTH", target.password]
         commands.append(pack(auth))
     if target.db:
         commands.append(pack(["SELECT", target.db]))
+    if target.tls is not None and not target.path and not commands:
+        commands.append(pack(["PING"]))
     return commands

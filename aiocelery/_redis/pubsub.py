@@ -1,4 +1,5 @@
-"""One pub/sub connection per process, multiplexing every waiter (RELIABILITY.md section 4).
+"""One pub/sub connection per process, multiplexing every waiter (see docs/delivery.md, "Results
+that cannot be missed").
 
 ``await hub.subscribe(channel, listener)`` returns only after Redis confirmed the subscription,
 so a caller that reads the state afterwards cannot miss a message published in between.
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiocelery._redis.connection import Connection, Target, open_connection
+from aiocelery._redis.delays import RetryDelays
 from aiocelery._redis.errors import RedisConnectionError
 from aiocelery._redis.wire import pack
-from aiocelery.timing.reconnect import ReconnectDelay as Backoff
 
 Listener = Callable[[bytes | None], None]
 log = logging.getLogger("aiocelery.pubsub")
@@ -35,8 +36,9 @@ class _Channel:
 class PubSubHub:
     """Owns one subscriber connection and its reader task; reconnects by itself."""
 
-    def __init__(self, url: str) -> None:
-        self._target = Target.from_url(url)
+    def __init__(self, target: Target, *, connect_timeout: float = 5.0) -> None:
+        self._target = target
+        self._connect_timeout = connect_timeout
         self._channels: dict[str, _Channel] = {}
         self._orphan_subs: dict[str, int] = {}
         self._conn: Connection | None = None
@@ -92,21 +94,21 @@ class PubSubHub:
             log.debug("pub/sub send failed (%s); the reader reconnects and resubscribes", exc)
 
     async def _read_forever(self) -> None:
-        backoff = Backoff()
+        delays = RetryDelays()
         while True:
             try:
                 conn = await self._connect()
-                backoff.reset()
+                delays.reset()
                 await conn.wait_closed()
                 raise RedisConnectionError("connection closed by Redis")
             except OSError as exc:
-                delay = backoff.next_delay()
+                delay = delays.next()
                 log.warning("pub/sub connection lost (%s); reconnecting in %.2f s", exc, delay)
                 await self._drop()
                 await asyncio.sleep(delay)
 
     async def _connect(self) -> Connection:
-        conn = await open_connection(self._target, on_push=self._on_push)
+        conn = await open_connection(self._target, connect_timeout=self._connect_timeout, on_push=self._on_push)
         if self.reconnects or self._channels:
             self._orphan_subs.clear()
             for ch in self._channels.values():

@@ -13,23 +13,24 @@ from typing import Any
 
 import hiredis
 
-from aiocelery._redis.connection import Target, setup_commands
+from aiocelery._redis.connection import Target, setup_commands, tls_dropped, tls_failure
 from aiocelery._redis.errors import RedisConnectionError, RedisTimeoutError, ReplyError
 from aiocelery._redis.scripts import Script
-from aiocelery._redis.wire import Arg, evalsha, pack
+from aiocelery._redis.tls import ssl_context
+from aiocelery._redis.wire import CommandPart, evalsha, pack
 
 
 class SyncClient:
     """Connects lazily; every socket operation is bounded by ``timeout``; no retries."""
 
-    def __init__(self, url: str, timeout: float) -> None:
-        self._target = Target.from_url(url)
+    def __init__(self, target: Target, timeout: float) -> None:
+        self._target = target
         self._timeout = timeout
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader(replyError=ReplyError)
         self._shas: dict[str, str] = {}
 
-    def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+    def run_script(self, script: Script, keys: Sequence[CommandPart], args: Sequence[CommandPart]) -> Any:
         """EVALSHA, loading the script on NOSCRIPT; returns the reply or raises its error."""
         sha = self._shas.get(script.text)
         if sha is not None:
@@ -55,6 +56,9 @@ class SyncClient:
         except TimeoutError:
             self.close()
             raise RedisTimeoutError(f"no reply from Redis within {self._timeout} s") from None
+        except ssl.SSLError as exc:
+            self.close()
+            raise tls_failure(self._target.where, exc) from exc
         except OSError as exc:
             self.close()
             if isinstance(exc, RedisConnectionError):
@@ -88,13 +92,27 @@ class SyncClient:
             sock = socket.create_connection((t.host, t.port), timeout=self._timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if t.tls:
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=t.host)
+                try:
+                    sock = ssl_context(t.tls).wrap_socket(sock, server_hostname=t.host)
+                except BaseException:
+                    sock.close()
+                    raise
         self._reader = hiredis.Reader(replyError=ReplyError)
         setup = setup_commands(t)
-        for reply in self._exchange(sock, setup) if setup else []:
+        try:
+            replies = self._exchange(sock, setup) if setup else []
+        except TimeoutError:
+            sock.close()
+            raise
+        except OSError as exc:  # ssl.SSLError too
+            sock.close()
+            if t.tls is None:
+                raise
+            raise tls_dropped(t.where, exc) from exc
+        for reply in replies:
             if isinstance(reply, ReplyError):
                 sock.close()
-                raise RedisConnectionError(f"Redis refused the connection setup: {reply}")
+                raise RedisConnectionError(f"Redis at {t.where} refused the connection setup: {reply}")
         self._sock = sock
         return sock
 

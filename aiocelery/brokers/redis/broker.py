@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 
 from aiocelery._redis.batcher import ScriptBatcher
-from aiocelery._redis.client import Client
+from aiocelery._redis.client import Client, blocking_client
+from aiocelery._redis.connection import Target
 from aiocelery._redis.errors import ReplyError
 from aiocelery._redis.pubsub import PubSubHub
 from aiocelery._redis.replies import info, text
@@ -38,9 +39,12 @@ CACHED_QUEUES = 1024
 class RedisBroker:
     """Publishes, fetches, settles and releases tasks on one Redis."""
 
-    def __init__(self, url: str, client: Client, hub: PubSubHub, keys: Keys, *, result_ttl_s: float,
-                 max_crashes: int, send_timeout_s: float | None = None) -> None:
-        self._url = url
+    def __init__(self, target: Target, client: Client, hub: PubSubHub, keys: Keys, *, result_ttl_s: float,
+                 max_crashes: int, send_timeout_s: float | None = None, socket_timeout_s: float = 10.0,
+                 connect_timeout_s: float = 5.0) -> None:
+        self._target = target
+        self._socket_timeout_s = socket_timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self._client = client
         self._hub = hub
         self._keys = keys
@@ -111,9 +115,14 @@ class RedisBroker:
 
     def consumer(self, queues: Sequence[str], name: str, worker: str) -> RedisConsumer:
         """A consumer with its own blocking connection for XREADGROUP."""
-        return RedisConsumer(list(queues), name, worker, url=self._url, client=self._client, keys=self._keys,
-                             starter=self._starter, release_script=self._scripts.release,
-                             ensure_queues=self.ensure_queues)
+        return RedisConsumer(list(queues), name, worker, target=self._target, open_blocking=self._blocking_client,
+                             client=self._client, keys=self._keys, starter=self._starter,
+                             release_script=self._scripts.release, ensure_queues=self.ensure_queues)
+
+    def _blocking_client(self, block_s: float) -> Client:
+        """A one-connection client for blocking reads of up to ``block_s``."""
+        return blocking_client(self._target, block_s, socket_timeout=self._socket_timeout_s,
+                               connect_timeout=self._connect_timeout_s)
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
         """Store the outcome and XACK + XDEL in one fenced script; outcomes settled together share

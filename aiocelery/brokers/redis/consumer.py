@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiocelery._redis.batcher import ScriptBatcher
-from aiocelery._redis.client import Client, blocking_client
+from aiocelery._redis.client import Client
+from aiocelery._redis.connection import Target
 from aiocelery._redis.errors import ReplyError
 from aiocelery._redis.replies import Entry, entries, text
 from aiocelery._redis.scripts import Script
@@ -78,13 +79,14 @@ def _str(data: bytes) -> str:
 class RedisConsumer:
     """One worker's fetch endpoint: XREADGROUP on a dedicated connection, then begin in a batch."""
 
-    def __init__(self, queues: list[str], name: str, worker: str, *, url: str, client: Client, keys: Keys,
-                 starter: Starter, release_script: Script,
-                 ensure_queues: Callable[[Sequence[str]], Awaitable[None]]) -> None:
+    def __init__(self, queues: list[str], name: str, worker: str, *, target: Target,
+                 open_blocking: Callable[[float], Client], client: Client, keys: Keys, starter: Starter,
+                 release_script: Script, ensure_queues: Callable[[Sequence[str]], Awaitable[None]]) -> None:
         self._queues = queues
         self.name = name
         self.worker = worker
-        self._url = url
+        self._target = target
+        self._open_blocking = open_blocking
         self._commands = client
         """The shared command client (XAUTOCLAIM, XPENDING, release.lua)."""
         self._keys = keys
@@ -125,7 +127,7 @@ class RedisConsumer:
 
     async def _read_blocking(self, count: int, block_s: float) -> list[Delivery]:
         if self._blocking is None:
-            self._blocking = blocking_client(self._url, block_s)
+            self._blocking = self._open_blocking(block_s)
         streams = [self._keys.stream(q) for q in self._queues]
         try:
             reply: Any = await self._blocking.call(
@@ -176,7 +178,7 @@ class RedisConsumer:
 
     def lease_keeper(self) -> RedisLeaseKeeper:
         """A lease keeper with its own synchronous connection."""
-        return RedisLeaseKeeper(self._url, self._keys, self.name)
+        return RedisLeaseKeeper(self._target, self._keys, self.name)
 
     async def release(self) -> int:
         """Hand every delivery still pending for this consumer back to the tail of its queue:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+from aiocelery._redis.connection import Target
 from aiocelery._redis.sync import SyncClient
 from aiocelery.brokers.redis.keys import GROUP, Keys
 from aiocelery.brokers.redis.scripts import load_script
@@ -18,9 +19,10 @@ from aiocelery.wire.records import Delivery
 class RedisLeaseKeeper:
     """Renews a consumer's leases with renew.lua; reports the ones that were lost."""
 
-    def __init__(self, url: str, keys: Keys, consumer: str) -> None:
-        # no client-side retries: a stalled pass must end quickly, the next pass comes lease/3 later
-        self._client = SyncClient(url, timeout=2.0)
+    def __init__(self, target: Target, keys: Keys, consumer: str) -> None:
+        # no client-side retries, and a short timeout that is not a setting: a stalled pass must end
+        # quickly, the next pass comes lease/3 later
+        self._client = SyncClient(target, timeout=2.0)
         self._renew = load_script("renew")
         self._keys = keys
         self._consumer = consumer

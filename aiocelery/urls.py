@@ -1,0 +1,336 @@
+"""Broker and result-backend URLs: the one parser, driven by a table of schemes.
+
+``parse_url`` runs when a ``Config`` is built and turns a URL into the Redis client's ``Target``
+(None for ``memory://``). Any bad part raises ``ConfigError`` naming the field, the URL (its
+password redacted) and what to do. The forms::
+
+    redis://[[user]:password@]host[:port][/db]
+    rediss://[[user]:password@]host[:port][/db][?ssl_ca_certs=ca.pem&ssl_certfile=c.pem&ssl_keyfile=c.key
+                                                  &ssl_cert_reqs=required|optional|none]
+    unix://[[user]:password@]/path/to/redis.sock[?db=N]
+    memory://
+
+``redis://`` and ``rediss://`` also take the database as ``?db=N``. The TLS parameters may be
+given as Config fields instead (``Config.ssl_ca_certs``...); a value given in both places that
+differs is an error. A scheme is one row of ``SCHEMES``: a later broker adds its row (the planned
+ones are there already, refused as not supported yet).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from aiocelery._redis.connection import Target
+from aiocelery._redis.tls import VERIFY_MODES, TLSOptions, VerifyMode, ssl_context
+from aiocelery.exceptions import ConfigError
+
+TLS_PARAMS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+"""The TLS query parameters, named like the Config fields that can give them instead."""
+_FILE_PARAMS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_EXAMPLE = "redis://host:6379/0"
+_VERIFY_MODES: dict[str, VerifyMode] = {mode: mode for mode in VERIFY_MODES}
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """The Config's TLS fields, which a URL's TLS parameters combine with (defaults: not given)."""
+
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: str = "required"
+
+    def given(self) -> dict[str, str]:
+        """The fields set to something other than their default."""
+        default = _NO_TLS_SETTINGS
+        return {name: value for name in TLS_PARAMS
+                if (value := getattr(self, name)) is not None and value != getattr(default, name)}
+
+
+_NO_TLS_SETTINGS = TLSSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class _Url:
+    """A URL being parsed, and how to word an error about it."""
+
+    field: str
+    text: str
+    scheme: Scheme
+    parts: SplitResult
+    query: dict[str, str]
+
+    def error(self, problem: str, fix: str) -> ConfigError:
+        return ConfigError(f"{self.field} URL {redact_url(self.text)!r} {problem}; {fix}")
+
+
+@dataclass(frozen=True, slots=True)
+class Scheme:
+    """One URL scheme: how its URLs become a Target, and the query parameters it takes."""
+
+    name: str
+    build: Callable[[_Url, TLSSettings], Target | None] | None
+    """None: planned, not supported yet."""
+    params: tuple[str, ...] = ()
+    tls: bool = False
+    """Whether its connections use TLS (and so take the TLS parameters)."""
+    what: str = ""
+    """What it connects to, for the not-supported-yet error."""
+
+
+def parse_url(field: str, url: str, tls: TLSSettings = _NO_TLS_SETTINGS) -> Target | None:
+    """The Target that ``url`` (the Config field ``field``) names; None for ``memory://``.
+
+    ``tls`` are the Config's TLS fields, combined with the URL's TLS parameters. TLS files must
+    exist and load (the SSL context is built here, once). Raises ``ConfigError``.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"{field} must be a URL string such as {_EXAMPLE!r}, got {type(url).__name__}")
+    name, sep, _ = url.partition("://")
+    scheme = SCHEMES.get(name.lower()) if sep else None
+    if scheme is None or scheme.build is None:
+        raise ConfigError(f"{field} URL {redact_url(url)!r} {_scheme_problem(name if sep else None, scheme)}; "
+                          f"use one of {', '.join(s + '://' for s in SUPPORTED)}")
+    rest = url[len(name) + 3:]
+    if "@" in rest[_authority_end(rest):]:
+        raise ConfigError(f"{field} URL {redact_url(url)!r} has an '@' after its host part; percent-encode '/', '?', "
+                          "'#' and '@' in a password or file path (%2F, %3F, %23, %40)")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"{field} URL {redact_url(url)!r} cannot be read ({exc}); write it as {_EXAMPLE!r} "
+                          "(an IPv6 address in brackets: redis://[::1]:6379/0)") from None
+    try:
+        query = _query(parts.query)
+    except ValueError as exc:
+        raise ConfigError(f"{field} URL {redact_url(url)!r} has a query that cannot be read ({exc}); write "
+                          "parameters as ?name=value&name=value, each once") from None
+    u = _Url(field, url, scheme, parts, query)
+    if parts.fragment:
+        raise u.error(f"has a '#' part ({parts.fragment!r})", "remove it, or percent-encode '#' in a password as %23")
+    _check_params(u)
+    if not scheme.tls:
+        _refuse_tls_settings(u, tls)
+    return scheme.build(u, tls)
+
+
+def _scheme_problem(name: str | None, scheme: Scheme | None) -> str:
+    if name is None:
+        return "has no scheme (it must start with scheme://)"
+    if scheme is not None:
+        return f"uses {scheme.name}:// ({scheme.what}), which aiocelery does not support yet"
+    return f"has scheme {name + '://'!r}, which aiocelery does not know"
+
+
+def _query(text: str) -> dict[str, str]:
+    """``name=value&...``, percent-decoded ('+' stays '+': it may be part of a file name)."""
+    query: dict[str, str] = {}
+    for field in text.split("&") if text else ():
+        key, equals, value = field.partition("=")
+        if not equals:
+            raise ValueError(f"{field!r} has no '='")
+        key, value = unquote(key), unquote(value)
+        if key in query:
+            raise ValueError(f"query parameter {key!r} is given twice")
+        query[key] = value
+    return query
+
+
+def _check_params(u: _Url) -> None:
+    for key, value in u.query.items():
+        if key in TLS_PARAMS and not u.scheme.tls:
+            raise u.error(f"sets {key}, but {u.scheme.name}:// connections do not use TLS",
+                          "use a rediss:// URL for TLS, or remove the parameter")
+        if key not in u.scheme.params:
+            takes = (f"{u.scheme.name}:// takes {', '.join(u.scheme.params)}" if u.scheme.params
+                     else f"{u.scheme.name}:// takes no query parameters")
+            raise u.error(f"has unknown query parameter {key!r}", f"remove it ({takes})")
+        if not value:
+            raise u.error(f"gives query parameter {key!r} no value", f"write {key}=<value>, or remove it")
+
+
+def _refuse_tls_settings(u: _Url, tls: TLSSettings) -> None:
+    for name, value in tls.given().items():
+        raise u.error(f"does not use TLS, but Config.{name} is set ({value!r})",
+                      f"use a rediss:// URL for TLS, or leave {name} unset")
+
+
+# -- the schemes --------------------------------------------------------------------------------
+
+
+def _tcp(u: _Url, tls: TLSSettings) -> Target:
+    """``redis://`` and ``rediss://``."""
+    host, port = _host_port(u)
+    username, password = _credentials(u)
+    return Target(host=host, port=port, db=_db(u, _path_db(u)), username=username, password=password,
+                  tls=_tls_options(u, tls) if u.scheme.tls else None)
+
+
+def _unix(u: _Url, tls: TLSSettings) -> Target:
+    """``unix:///path/to/redis.sock?db=N``."""
+    hostport = u.parts.netloc.rpartition("@")[2]
+    form = "unix:///path/to/redis.sock?db=0"
+    if hostport:
+        raise u.error(f"has host {hostport!r} after unix://",
+                      f"write the socket's absolute path right after unix://, as in {form!r}")
+    path = unquote(u.parts.path)
+    if path in ("", "/"):
+        raise u.error("has no socket path", f"write the path of Redis's unix socket, as in {form!r}")
+    username, password = _credentials(u)
+    return Target(path=path, db=_db(u, None), username=username, password=password)
+
+
+def _memory(u: _Url, tls: TLSSettings) -> None:
+    """``memory://``: in-process, no Target."""
+    if u.parts.netloc or u.parts.path:
+        raise u.error("has something after memory://", "write just 'memory://'")
+
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (
+    Scheme("redis", _tcp, ("db",), what="Redis"),
+    Scheme("rediss", _tcp, ("db", *TLS_PARAMS), tls=True, what="Redis over TLS"),
+    Scheme("unix", _unix, ("db",), what="Redis on a unix socket"),
+    Scheme("memory", _memory, what="in-process broker"),
+    Scheme("redis+sentinel", None, what="Redis through Sentinel"),
+    Scheme("redis+cluster", None, what="Redis Cluster"),
+    Scheme("amqp", None, what="an AMQP broker such as RabbitMQ"),
+)}
+"""Every scheme aiocelery knows, by name."""
+SUPPORTED = tuple(name for name, scheme in SCHEMES.items() if scheme.build is not None)
+
+
+# -- the parts ----------------------------------------------------------------------------------
+
+
+def _host_port(u: _Url) -> tuple[str, int]:
+    hostport = u.parts.netloc.rpartition("@")[2]
+    after_host = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
+    _, colon, text = after_host.partition(":")
+    host = u.parts.hostname or "localhost"
+    if not colon:
+        return host, 6379
+    fix = "give the port Redis listens on (1-65535), or leave it out for 6379"
+    if ":" in text:
+        raise u.error(f"has host {hostport!r} with several ':'", "write an IPv6 address in brackets, as in "
+                      "redis://[::1]:6379/0")
+    if not (text.isascii() and text.isdigit()):
+        raise u.error(f"has port {text!r}, which is not a port number", fix)
+    port = int(text)
+    if not 0 < port < 65536:
+        raise u.error(f"has port {port}", fix)
+    return host, port
+
+
+def _path_db(u: _Url) -> str | None:
+    """The database in the path (``/3``), if any."""
+    path = u.parts.path
+    if path in ("", "/"):
+        return None
+    segments = path[1:].split("/")
+    if len(segments) > 1:
+        raise u.error(f"has path {path!r}", f"only a database number may follow the host, as in {_EXAMPLE!r}")
+    return segments[0]
+
+
+def _db(u: _Url, in_path: str | None) -> int:
+    in_query = u.query.get("db")
+    if in_path is not None and in_query is not None and _db_number(u, in_path) != _db_number(u, in_query):
+        raise u.error(f"gives the database twice (/{in_path} and ?db={in_query})", "give it once")
+    text = in_path if in_path is not None else in_query
+    return 0 if text is None else _db_number(u, text)
+
+
+def _db_number(u: _Url, text: str) -> int:
+    fix = f"Redis numbers its databases from 0: write a number, as in {_EXAMPLE!r}"
+    if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+        raise u.error(f"has database {text}, which is negative", fix)
+    if not (text.isascii() and text.isdigit()):
+        raise u.error(f"has database {text!r}, which is not a number", fix)
+    return int(text)
+
+
+def _credentials(u: _Url) -> tuple[str | None, str | None]:
+    username = unquote(u.parts.username) if u.parts.username else None
+    password = unquote(u.parts.password) if u.parts.password else None
+    if username is not None and password is None:
+        raise u.error(f"has user {username!r} but no password",
+                      f"Redis AUTH needs both: write {u.scheme.name}://user:password@host (or :password@ alone "
+                      "for the default user)")
+    return username, password
+
+
+def _tls_options(u: _Url, tls: TLSSettings) -> TLSOptions:
+    """The URL's TLS parameters combined with the Config's, checked and loaded once."""
+    given = tls.given()
+    values: dict[str, str] = {}
+    for name in TLS_PARAMS:
+        in_url, in_config = u.query.get(name), given.get(name)
+        if in_url is not None and in_config is not None and in_url != in_config:
+            raise u.error(f"sets {name}={in_url!r} but Config.{name} is {in_config!r}",
+                          "give it in one place, or the same value in both")
+        value = in_url if in_url is not None else in_config
+        if value is not None:
+            values[name] = value
+    verify = _VERIFY_MODES.get(values.get("ssl_cert_reqs", "required"))
+    if verify is None:
+        raise u.error(f"has ssl_cert_reqs={values['ssl_cert_reqs']!r}", f"use one of {', '.join(VERIFY_MODES)}")
+    files = {name: _existing_file(u, name, values[name]) for name in _FILE_PARAMS if name in values}
+    cert, key = files.get("ssl_certfile"), files.get("ssl_keyfile")
+    if key is not None and cert is None:
+        raise u.error("gives ssl_keyfile but no ssl_certfile",
+                      "give the client certificate as ssl_certfile too, or remove ssl_keyfile")
+    if cert is not None and key is None and not _holds_private_key(cert):
+        raise u.error(f"gives ssl_certfile {values['ssl_certfile']!r} without ssl_keyfile, and that file holds no "
+                      "private key", "give the certificate's key file as ssl_keyfile")
+    options = TLSOptions(files.get("ssl_ca_certs"), cert, key, verify)
+    try:
+        ssl_context(options)
+    except ValueError as exc:  # a passphrase-protected key; says what to do
+        raise u.error("names a TLS key that cannot be used", str(exc)) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise u.error(f"names TLS files that do not load ({exc})",
+                      "ssl_ca_certs must be a PEM CA certificate, ssl_certfile and ssl_keyfile a PEM certificate "
+                      "and its unencrypted key") from None
+    return options
+
+
+def _existing_file(u: _Url, name: str, value: str) -> str:
+    """The absolute path of the file ``value`` names (relative: to the working directory)."""
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isfile(path):
+        where = "" if os.path.isabs(os.path.expanduser(value)) else f" (looked in {os.getcwd()})"
+        raise u.error(f"needs {name} file {value!r}, which does not exist{where}", "give the path of a PEM file")
+    return path
+
+
+def _holds_private_key(path: str) -> bool:
+    with open(path, "rb") as f:
+        return b"PRIVATE KEY-----" in f.read()
+
+
+# -- redaction ----------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs, banners and errors. When an '@'
+    follows the host part (a password with an unencoded '/', '?' or '#'), everything before the
+    last '@' is hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    end = _authority_end(rest)
+    if "@" in rest[end:]:
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    userinfo, _, host = rest[:end].rpartition("@")
+    if ":" not in userinfo:
+        return url  # a user name alone
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
+
+
+def _authority_end(rest: str) -> int:
+    """Where the ``[userinfo@]host[:port]`` part of a URL (after ``scheme://``) ends."""
+    return min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
