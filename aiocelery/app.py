@@ -182,7 +182,15 @@ class App:
                 self.hooks.call("on_publish", message)
             items.append(Outgoing(message, message.encode(self.config.max_payload_bytes)))
         if plan.chords or plan.later:
-            await self.connections.broker.prepare_workflow(plan.chords, plan.later)
+            try:
+                await self.connections.broker.prepare_workflow(plan.chords, plan.later)
+            except self.connections.errors as exc:
+                first = plan.entries[0] if plan.entries else plan.later[0]
+                raise SendError(
+                    f"workflow (first task {first.name!r}, id {first.id}) could not be sent to "
+                    f"{redact_url(self.config.broker)}: {type(exc).__name__}: {exc or 'timed out'}. None of "
+                    "its tasks were queued; send the workflow again.", task_name=first.name, task_id=first.id,
+                ) from exc
         if items:
             await self._publish(items, items[0].message)
 

@@ -14,8 +14,10 @@ from aiocelery import (
     BrokerError,
     Config,
     DeadLetterError,
+    SendError,
     TaskFailed,
     TimeLimitExceeded,
+    chain,
 )
 
 from .procs import Procs, run_cli
@@ -61,6 +63,21 @@ async def test_revoke_on_an_unreachable_redis_raises_broker_error() -> None:
             await app.revoke("abc")
     assert info.value.task_id == "abc"
     assert isinstance(info.value.__cause__, ConnectionError)
+
+
+async def test_reading_a_state_or_sending_a_workflow_on_an_unreachable_redis_raises_our_errors() -> None:
+    async with unreachable_app() as app:
+        @app.task
+        async def add(a: int, b: int) -> int:
+            return a + b
+
+        for read in (app.AsyncResult("abc").state(), app.AsyncResult("abc").ready()):
+            with pytest.raises(BrokerError, match="record of task abc could not be read") as info:
+                await read
+            assert isinstance(info.value.__cause__, ConnectionError)
+        with pytest.raises(SendError, match=r"workflow \(first task .*None of its tasks were queued") as sent:
+            await chain(add.s(1, 2), add.s(3)).apply_async(app)
+        assert isinstance(sent.value.__cause__, ConnectionError)
 
 
 async def test_operator_calls_on_an_unreachable_redis_raise_broker_error() -> None:

@@ -47,7 +47,7 @@ async def wait_for_record(
                 delivered.append(record)
         woke.set()
 
-    seen = ["PENDING"]  # the last state read, for the timeout's message
+    seen = ["unknown: the result backend did not answer"]  # the last state read, for the timeout's message
     subscribed = False
     try:
         if read_first or (timeout is not None and timeout <= 0):  # timeout 0: one look, no wait

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from aiocelery import states
 from aiocelery.backends.base import ResultBackend
-from aiocelery.exceptions import ResultNotFound, TaskDead, TaskFailed, TaskRevoked
+from aiocelery.exceptions import AioCeleryError, BrokerError, ResultNotFound, TaskDead, TaskFailed, TaskRevoked
 from aiocelery.wire.message import decode_value
 from aiocelery.wire.records import TaskRecord
 
@@ -39,8 +39,16 @@ class AsyncResult(Generic[R]):
         return backend() if callable(backend) else backend
 
     async def record(self) -> TaskRecord:
-        """The stored record (state, attempt, worker, times); ResultNotFound for an unknown id."""
-        record = await self._resolve().get_record(self.id)
+        """The stored record (state, attempt, worker, times); ResultNotFound for an unknown id,
+        BrokerError (the cause chained) when the result backend cannot be read."""
+        try:
+            record = await self._resolve().get_record(self.id)
+        except AioCeleryError:
+            raise
+        except Exception as exc:  # the backend's own errors: connection loss, timeouts, error replies
+            raise BrokerError(f"the record of task {self.id} could not be read: {type(exc).__name__}: "
+                              f"{exc or 'timed out'}. Check that the result backend is reachable and try again.",
+                              task_id=self.id) from exc
         if record is None:
             raise ResultNotFound(self.id)
         return record
