@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: all install redis demo test lint format mypy bench bench-full bench-vs soak clean
+.PHONY: all install redis demo test test-quick lint format mypy bench bench-full bench-vs soak clean
 
 all: lint mypy test
 
@@ -27,6 +27,10 @@ demo: install
 
 test: install
 	$(BIN)/pytest -q
+
+# The quick loop: everything but the chaos suite (tests/chaos/, marked chaos). CI and `make test` run it all.
+test-quick: install
+	$(BIN)/pytest -q -m "not chaos"
 
 lint: install
 	$(BIN)/ruff check .

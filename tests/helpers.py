@@ -90,6 +90,30 @@ async def subscriber_count(app: App, task_id: str) -> int:
     return int(counts[0][1])
 
 
+async def settled(app: App, queue: str | None = None) -> bool:
+    """True when ``queue`` (default: the app's default queue) holds no task: none waiting, none
+    handed to a worker and not yet stored, none delayed.
+
+    A task started by another one's outcome (a chain step, a link, an errback, a chord callback)
+    is enqueued in the same atomic step that stores that outcome. So once every task a test sent
+    is stored and this is true, whatever they started has run and been stored too: the positive
+    signal that a worker got past the point where something unwanted would have run."""
+    stats = await app._connections().admin.queue_stats(queue or app.config.default_queue)
+    return stats.waiting == stats.running == stats.delayed == 0
+
+
+def listeners(app: App, task_id: str) -> int:
+    """How many waiters of this process listen for ``task_id``'s done notification: memory's
+    listeners, or the ones registered on the Redis pub/sub hub (Redis itself counts one
+    subscription for all of them)."""
+    if app.config.is_memory:
+        return len(memory_store(app).listeners.get(task_id, []))
+    hub = app._connections().hub
+    assert hub is not None
+    channel = hub._channels.get(Keys(app.config.key_prefix).done(task_id))
+    return 0 if channel is None else len(channel.listeners)
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> bool:
     """True as soon as ``check()`` is; False if it never is within ``timeout`` (no timing asserted)."""
     steps = int(timeout / 0.02)

@@ -211,7 +211,11 @@ class Procs:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m aiocelery *args`` to completion and capture its output."""
+    """Run ``python -m aiocelery *args`` to completion and capture its output. Without ``env``, the
+    parent's environment with this checkout first on PYTHONPATH (as ``Procs.env`` does), so the
+    CLI is this checkout's even when the installed package is another's."""
+    if env is None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     return subprocess.run([sys.executable, "-m", "aiocelery", *args], cwd=cwd, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, encoding="utf-8",
                           timeout=timeout, check=False)

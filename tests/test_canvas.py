@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +15,8 @@ from aiocelery import App, CanvasError, Signature, TaskFailed, chain, chord, gro
 from aiocelery.tasks.canvas import compile_canvas
 
 from .conftest import make_config
-from .procs import Procs
+from .helpers import eventually, settled
+from .procs import GROUP, Procs, stream_key
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ async def test_chain_failure_stops_and_raises_the_failing_step(wf_app: App) -> N
         await result.get(timeout=10)
     assert (info.value.task_id, info.value.task_name) == ("failing-step", "boom")
     assert info.value.exc_type == "ValueError" and info.value.exc_message == "boom 3"
-    await asyncio.sleep(0.2)
+    assert await eventually(lambda: settled(wf_app))  # a later step, had the failure started one, ran by now
     assert wf_app.runs["add"] == 1  # type: ignore[attr-defined]  # the later steps never ran
 
 
@@ -96,7 +96,7 @@ async def test_chord_callback_runs_once_with_every_result(wf_app: App) -> None:
     add, total = task(wf_app, "add"), task(wf_app, "total")
     result = await chord([add.s(i, 1) for i in range(20)], total.s(offset=1000)).apply_async()
     assert await result.get(timeout=10) == sum(range(1, 21)) + 1000
-    await asyncio.sleep(0.1)
+    assert await eventually(lambda: settled(wf_app))  # a second callback, had one been sent, ran by now
     assert wf_app.runs["total"] == 1  # type: ignore[attr-defined]
 
 
@@ -107,7 +107,8 @@ async def test_chord_failing_member_runs_the_errback_once_and_raises(wf_app: App
     with pytest.raises(TaskFailed) as info:
         await result.get(timeout=10)
     assert info.value.task_id in ("bad-1", "bad-2") and info.value.exc_type == "ValueError"
-    await asyncio.sleep(0.3)
+    # both failing members are stored, and the errback (or a second one) has run
+    assert await eventually(lambda: settled(wf_app))
     assert wf_app.errors == [(info.value.task_id, "ValueError", "chord")]  # type: ignore[attr-defined]
     assert wf_app.runs["total"] == 0  # type: ignore[attr-defined]
 
@@ -121,7 +122,7 @@ async def test_link_and_link_error(wf_app: App) -> None:
     failing = await boom.s(1).set(task_id="will-fail").link_error(on_error.s(tag="link")).apply_async()
     with pytest.raises(TaskFailed):
         await failing.get(timeout=10)
-    await asyncio.sleep(0.3)
+    assert await eventually(lambda: settled(wf_app))  # the errback the failure started has run
     assert wf_app.errors == [("will-fail", "ValueError", "link")]  # type: ignore[attr-defined]
 
 
@@ -224,12 +225,21 @@ async def test_chord_of_1000_survives_a_worker_sigkill(procs: Procs, redis_url: 
     try:
         await doomed.wait_banner()
         await survivor.wait_banner()
+        stream = stream_key(key_prefix, app.config.default_queue)
+
+        async def some_done_some_on_the_doomed_worker() -> bool:
+            held = (await rds.xpending(stream, GROUP))["consumers"]
+            on_doomed = sum(c["pending"] for c in held if f":{doomed.pid}:" in c["name"].decode())
+            info = await rds.xinfo_stream(stream)
+            return on_doomed > 0 and info["entries-added"] > info["length"]  # a stored task leaves the stream
+
         result = await chord([Signature("part", args=[i]) for i in range(1000)],
                              Signature("sum_all")).apply_async(app)
-        await asyncio.sleep(0.5)  # part of the header is done, part is running on the doomed worker
+        assert await eventually(some_done_some_on_the_doomed_worker)
         doomed.signal(signal.SIGKILL)
         assert await result.get(timeout=90) == sum(range(1000))
-        await asyncio.sleep(0.5)
+        # every delivery, the doomed worker's reclaimed ones and any second callback included, is stored
+        assert await eventually(lambda: settled(app), timeout=15)
         callbacks = await rds.lrange(f"{key_prefix}:callbacks", 0, -1)
     finally:
         await rds.aclose()

@@ -22,7 +22,17 @@ from aiocelery.brokers.redis.keys import Keys
 from aiocelery.wire.message import TaskMessage, decode_payload, decode_value, encode_value
 from aiocelery.wire.records import Delivery, ErrorInfo, Settlement
 
-from .helpers import Apps, created, dead_letters, eventually, inject_delivery, memory_store, raw_redis, subscriber_count
+from .helpers import (
+    Apps,
+    created,
+    dead_letters,
+    eventually,
+    inject_delivery,
+    listeners,
+    memory_store,
+    raw_redis,
+    subscriber_count,
+)
 
 QUEUE = "contract"
 NAME = "contract.task"
@@ -495,8 +505,12 @@ async def test_wait_wakes_every_waiter_when_settled(app: App, consumer: Consumer
     c = await consumer("c1")
     d = await fetch_one(c)
     waiters = [asyncio.create_task(app.backend.wait(d.task_id, 30)) for _ in range(3)]
-    await asyncio.sleep(0.1)
-    assert not any(w.done() for w in waiters)
+
+    async def all_listening() -> bool:  # each read the STARTED record, then subscribed
+        return listeners(app, d.task_id) == 3 and await subscriber_count(app, d.task_id) >= 1
+
+    assert await eventually(all_listening)
+    assert not any(w.done() for w in waiters)  # a waiter that returned early would also return STARTED
     await app.broker.settle(d, success("woken"))
     records = await asyncio.gather(*waiters)
     assert [r.state for r in records] == ["SUCCESS"] * 3

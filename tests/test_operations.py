@@ -14,6 +14,7 @@ from aiocelery import App, Config
 from aiocelery.logs import JsonFormatter, TaskContextFilter, get_task_logger
 from aiocelery.testing import VirtualClock  # noqa: F401 - public test helper import stays valid
 
+from .helpers import eventually
 from .procs import Procs, run_cli
 from .redis_server import free_port
 
@@ -54,12 +55,19 @@ async def test_inspect_queues_status_revoke_purge_control(procs: Procs) -> None:
     await worker.wait_banner()
     app = App(Config(broker=procs.redis_url, key_prefix=procs.key_prefix))
     try:
+        admin = app._connections().admin
         running = await app.send_task("ops.slow", args=(30,))
-        for _ in range(100):
-            if await running.state() == "STARTED":
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.3)  # a heartbeat after the start
+
+        async def started() -> bool:
+            return await running.state() == "STARTED"
+
+        async def announced_and_answering() -> bool:  # its heartbeat record is written, its control listener ready
+            if not any(w["name"] == "ops-w1" for w in await admin.workers()):
+                return False
+            return any(r.get("ready") for r in await admin.control("ping", "ops-w1", 0.2))
+
+        assert await eventually(started, timeout=10)
+        assert await eventually(announced_and_answering, timeout=10)
 
         code, out, _ = await asyncio.to_thread(cli, procs, "inspect", "workers", "-A", "ops_tasks:app")
         assert code == 0 and "ops-w1" in out and "concurrency: 4" in out
@@ -69,12 +77,12 @@ async def test_inspect_queues_status_revoke_purge_control(procs: Procs) -> None:
         assert code == 0 and "ops.slow" in json.loads(out)[0]["registered"]
 
         # heartbeats are every 5 s: wait for one that shows the running task
-        for _ in range(70):
-            code, out, _ = await asyncio.to_thread(cli, procs, "inspect", "active", "-A", "ops_tasks:app", "--json")
-            if json.loads(out)[0]["active"]:
-                break
-            await asyncio.sleep(0.1)
-        assert json.loads(out)[0]["active"][0]["id"] == running.id
+        async def heartbeat_shows_it() -> bool:
+            return any(w["name"] == "ops-w1" and w["active"] for w in await admin.workers())
+
+        assert await eventually(heartbeat_shows_it, timeout=10)
+        code, out, _ = await asyncio.to_thread(cli, procs, "inspect", "active", "-A", "ops_tasks:app", "--json")
+        assert code == 0 and json.loads(out)[0]["active"][0]["id"] == running.id
 
         code, out, _ = await asyncio.to_thread(cli, procs, "status", running.id, "-A", "ops_tasks:app")
         assert code == 0 and "state:    STARTED" in out and "ops-w1" in out

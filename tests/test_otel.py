@@ -25,6 +25,7 @@ from aiocelery import App, TaskDead, TaskFailed
 from aiocelery.contrib.otel import OpenTelemetryHooks
 
 from .conftest import make_config
+from .helpers import eventually
 from .procs import ROOT, Procs
 
 
@@ -411,7 +412,11 @@ async def test_a_chain_stays_in_one_trace(kind: str, redis_url: str, key_prefix:
     async with app, app.worker(concurrency=4):
         result = await chain(step.s(0), step.s(), step.s()).apply_async()
         assert await result.get(timeout=10) == 3
-        await asyncio.sleep(0.1)
+
+        async def three_ended() -> bool:  # a run's span ends just after its outcome is stored
+            return len(by_kind(exporter.get_finished_spans(), SpanKind.CONSUMER, "step process")) >= 3
+
+        assert await eventually(three_ended)
     runs = by_kind(exporter.get_finished_spans(), SpanKind.CONSUMER, "step process")
     assert len(runs) == 3
     assert len({s.context.trace_id for s in runs}) == 1, "every step continues the first step's trace"

@@ -22,6 +22,7 @@ from aiocelery.testing import VirtualClock
 from aiocelery.timing.schedule import Cron
 
 from .conftest import make_config
+from .helpers import eventually, settled
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,7 +152,10 @@ async def test_three_schedulers_one_paused_one_skewed_fire_each_second_once(
         await asyncio.sleep(20)
         for p in procs[:3]:
             p.send_signal(signal.SIGTERM)
-        await asyncio.sleep(3)  # the worker drains what was sent
+        for p in procs[:3]:  # the schedulers have stopped sending
+            await asyncio.to_thread(p.wait, 30)
+        async with App(Config(broker=redis_url, key_prefix=key_prefix)) as app:
+            assert await eventually(lambda: settled(app), timeout=30)  # the worker ran all that was sent
     finally:
         for p in procs:
             p.send_signal(signal.SIGCONT)

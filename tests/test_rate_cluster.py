@@ -14,6 +14,8 @@ import redis.asyncio as aioredis
 
 from aiocelery import App, Config, Signature
 
+from .helpers import eventually
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TASKS = """
@@ -48,12 +50,13 @@ async def test_fifty_per_second_over_four_worker_processes(tmp_path: Path, redis
     app = App(Config(broker=redis_url, key_prefix=key_prefix))
     probe = aioredis.Redis.from_url(redis_url)
     try:
-        for _ in range(300):  # all four are up and blocked in XREADGROUP
-            clients = await probe.client_list()
-            if sum(1 for c in clients if c.get("cmd") == "xreadgroup") >= 4:
-                break
-            await asyncio.sleep(0.1)
-        await probe.aclose()
+        async def all_four_reading() -> bool:  # all four are up and blocked in XREADGROUP
+            return sum(1 for c in await probe.client_list() if c.get("cmd") == "xreadgroup") >= 4
+
+        try:
+            assert await eventually(all_four_reading, timeout=30)
+        finally:
+            await probe.aclose()
         results = await app.send_many([Signature("limited", args=[i]) for i in range(1000)])
         values = await asyncio.gather(*(r.get(timeout=90) for r in results))
         rds = aioredis.Redis.from_url(redis_url)

@@ -27,6 +27,7 @@ from aiocelery._redis.sync import SyncClient
 from aiocelery._redis.wire import pack
 from aiocelery.urls import parse_url
 
+from .helpers import eventually
 from .redis_server import RedisServer, free_port
 
 ECHO = Script("echo", "return {KEYS[1], ARGV[1]}")
@@ -214,10 +215,15 @@ async def test_the_deadline_timer_rearms_for_a_later_call_and_tightens_for_a_sho
         await c.aclose()
 
 
-async def test_a_cancelled_call_leaves_nothing_for_the_next(client: Client, key_prefix: str) -> None:
+async def test_a_cancelled_call_leaves_nothing_for_the_next(client: Client, probe: aioredis.Redis,
+                                                            key_prefix: str) -> None:
     key = f"{key_prefix}:list"
     task = asyncio.ensure_future(client.call("BLPOP", key, 1))
-    await asyncio.sleep(0.1)
+
+    async def blocked() -> bool:  # the call is on the wire: Redis holds it
+        return any(c.get("cmd") == "blpop" for c in await probe.client_list())
+
+    assert await eventually(blocked)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -216,7 +216,11 @@ async def test_deliveries_already_in_a_crash_are_reclaimed_one_at_a_time_and_run
                 d = await asyncio.wait_for(ready.get(), 2.0)
                 took.append(d)
                 assert d.crashes == 2, d
-                await asyncio.sleep(0.25)  # runs alone: the fetcher waits for the worker to be idle
+                # runs alone: the fetcher waits for the worker to be idle. Holding back shows no
+                # outward sign; a fetcher that did not would take the next one within a round trip
+                # (its reclaim is due at once), so 0.25 s is ample. It must stay under the 1 s lease:
+                # after that the fetcher stops waiting for idle by design.
+                await asyncio.sleep(0.25)
                 assert ready.empty(), "fetched more while a twice-crashed delivery ran"
                 slots.give()
             assert sorted(d.task_id for d in took) == sorted(r.id for r in sent)

@@ -10,6 +10,15 @@ import pytest
 from aiocelery.worker.scope import RunScope
 
 
+async def loop_passed(when: float) -> None:
+    """Return once the loop has run the callbacks due at loop time ``when`` (a timer still armed
+    for then has fired: it runs before this later one)."""
+    loop = asyncio.get_running_loop()
+    passed = loop.create_future()
+    loop.call_at(when + 0.001, lambda: passed.done() or passed.set_result(None))
+    await passed
+
+
 async def test_a_deadline_cancels_the_block_and_is_caught() -> None:
     loop = asyncio.get_running_loop()
     with RunScope(loop.time() + 0.02) as scope:
@@ -21,22 +30,26 @@ async def test_a_deadline_cancels_the_block_and_is_caught() -> None:
 
 async def test_a_block_that_ends_in_time_is_not_cancelled() -> None:
     loop = asyncio.get_running_loop()
-    with RunScope(loop.time() + 5) as scope:
+    deadline = loop.time() + 0.2
+    with RunScope(deadline) as scope:
         await asyncio.sleep(0.01)
     assert not scope.cancelled_caught
-    await asyncio.sleep(0.01)  # the timer was cancelled with the block
+    await loop_passed(deadline)  # the timer was cancelled with the block: no CancelledError lands here
 
 
 async def test_cancel_from_elsewhere_and_before_entering() -> None:
     scope = RunScope()
 
+    entered = asyncio.Event()
+
     async def run() -> bool:
         with scope:
+            entered.set()
             await asyncio.sleep(5)
         return scope.cancelled_caught
 
     task = asyncio.get_running_loop().create_task(run())
-    await asyncio.sleep(0.01)
+    await entered.wait()  # it waits inside the block
     scope.cancel()
     assert await task is True
 
@@ -52,7 +65,7 @@ async def test_cancel_after_the_block_does_nothing() -> None:
     with scope:
         await asyncio.sleep(0)
     scope.cancel()
-    await asyncio.sleep(0.01)  # no CancelledError lands here
+    await asyncio.sleep(0)  # a task.cancel() lands at the task's next suspension: none lands here
     assert not scope.cancelled_caught
 
 
@@ -62,14 +75,17 @@ async def test_an_outside_cancellation_goes_through_even_when_the_scope_fired_to
     scope = RunScope()
     reached_after = False
 
+    entered = asyncio.Event()
+
     async def run() -> None:
         nonlocal reached_after
         with scope:
+            entered.set()
             await asyncio.sleep(5)
         reached_after = True
 
     task = asyncio.get_running_loop().create_task(run())
-    await asyncio.sleep(0.01)
+    await entered.wait()  # it waits inside the block
     scope.cancel()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -15,7 +15,7 @@ from aiocelery import App, Retry, SoftTimeLimitExceeded, TaskFailed, TaskRevoked
 from aiocelery.timing.retry import RetryPolicy, decide, fibonacci
 
 from .conftest import make_config
-from .helpers import eventually
+from .helpers import eventually, settled
 
 
 def make_app(kind: str, redis_url: str, key_prefix: str, **changes: object) -> App:
@@ -198,7 +198,8 @@ async def test_revoke_queued_delayed_and_unknown(kind: str, redis_url: str, key_
         with pytest.raises(TaskRevoked):
             await queued.get(timeout=1)
         async with app.worker(concurrency=2):  # a worker started later still skips them
-            await asyncio.sleep(0.8)
+            # it has taken both (the delayed one once due) and stored them without running them
+            assert await eventually(lambda: settled(app))
         with pytest.raises(Exception, match="never sent"):
             await app.revoke("no-such-task")
     assert ran == []

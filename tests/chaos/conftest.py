@@ -11,6 +11,16 @@ import pytest
 from ..redis_server import RedisServer
 from .harness import Chaos
 
+CHAOS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of this directory ``chaos``: ``pytest -m "not chaos"`` is the quick loop."""
+    for item in items:
+        if CHAOS_DIR in item.path.resolve().parents:
+            item.add_marker(pytest.mark.chaos)
+
 
 @pytest.fixture(scope="session")
 def ledger_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

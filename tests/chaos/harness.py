@@ -191,6 +191,7 @@ class DoneCounter:
         self._task: asyncio.Task[None] | None = None
         self._client: aioredis.Redis | None = None
         self._pubsub: PubSub | None = None
+        self._markers = 0
 
     async def start(self) -> None:
         await self._connect()
@@ -226,9 +227,27 @@ class DoneCounter:
                 with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, OSError, RuntimeError):
                     pubsub = await self._connect()
 
-    async def settle(self, seconds: float = 0.3) -> None:
-        """Give publications already sent a moment to arrive."""
-        await asyncio.sleep(seconds)
+    async def caught_up(self, rds: aioredis.Redis, timeout: float = 10.0) -> None:
+        """Return once every publication Redis made before this call has been counted.
+
+        It publishes a marker on a channel the pattern matches and waits for it to come back: one
+        Redis and one subscriber connection, so messages arrive in the order Redis published them,
+        and those published before the marker are counted before it. (A reconnect can lose the
+        marker, as it can lose anything published while disconnected: another one is sent then.)
+        """
+        self._markers += 1
+        key = f"caught-up-marker-{self._markers}"
+        channel = self._pattern[:-1] + key
+        deadline = time.monotonic() + timeout
+        while True:
+            await rds.publish(channel, "marker")
+            for _ in range(50):
+                if self.counts.pop(key, 0):
+                    return
+                await asyncio.sleep(0.02)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the done counter did not see its marker within {timeout} s "
+                                     f"({self.gaps} reconnect(s))")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -551,7 +570,7 @@ class Chaos:
         attempts, at most one terminal publication (exactly one when the counter saw everything)."""
         if drained:
             await self.assert_drained()
-        await self.done.settle()
+        await self.done.caught_up(self.rds)  # every terminal publication made so far is counted
         stats = Stats(tasks=len(ids))
         rows = await self.fields(ids, "state", "result", "crashes", "attempt")
         runs = await self.all_runs(ids)

@@ -10,6 +10,7 @@ It runs its own asyncio loop in a daemon thread, so sync and async tests drive i
         proxy.reset_all()                       # every open connection gets an RST (SO_LINGER 0)
         proxy.blackhole()                       # accept connections, never forward nor answer
         proxy.heal()                            # all faults off (blackholed connections are reset)
+        proxy.open_connections()                # client connections not yet closed and passed on
 
 Every control call runs on the proxy's loop and returns once the fault is in effect. Chunks are
 what one ``read()`` returns; for Redis's small replies a chunk is one reply, which is what
@@ -43,6 +44,8 @@ class _Conn:
     """Accepted during a blackhole: never reached the server; reset on heal."""
     drop_next: bool = False
     """Swallow the next server->client chunk of this connection."""
+    upstream_addr: str = ""
+    """The ``host:port`` Redis sees this connection's upstream twin come from (CLIENT LIST addr)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -75,6 +78,9 @@ class FaultProxy:
         """Server->client chunks swallowed by ``drop_next_reply``."""
         self.resets = 0
         """Connections closed with an RST by ``reset_all``/``heal``."""
+        self.closed_upstreams: list[str] = []
+        """The ``upstream_addr`` of every connection finished so far (what it carried was passed on,
+        or dropped by a fault): once Redis no longer lists one, it has run every command it got."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -170,6 +176,13 @@ class FaultProxy:
             raise RuntimeError("the proxy is not started")
         return asyncio.run_coroutine_threadsafe(fn(), self._loop).result(CONTROL_TIMEOUT_S)
 
+    def open_connections(self) -> int:
+        """Client connections still open through the proxy (a closed one counts until the proxy
+        has passed on what it held of it)."""
+        async def go() -> int:
+            return len(self._conns)
+        return self._call(go)
+
     # -- faults ------------------------------------------------------------------------------
 
     def stall(self) -> None:
@@ -263,6 +276,8 @@ class FaultProxy:
             except OSError:
                 _abort(client_w)  # upstream down: the client sees a reset, as with no listener
                 return
+            host, port = conn.upstream_w.get_extra_info("sockname")[:2]
+            conn.upstream_addr = f"{host}:{port}"
             pumps = [asyncio.ensure_future(self._pump(client_r, conn.upstream_w, conn, None)),
                      asyncio.ensure_future(self._pump(upstream_r, client_w, conn, conn))]
             conn.tasks += pumps
@@ -278,6 +293,8 @@ class FaultProxy:
                 t.cancel()
         _close(conn.client_w)
         _close(conn.upstream_w)
+        if conn in self._conns and conn.upstream_addr:
+            self.closed_upstreams.append(conn.upstream_addr)
         self._conns.discard(conn)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn,

@@ -16,6 +16,18 @@ from aiocelery import SendError
 from .harness import Chaos, report, wait_until
 from .proxy import FaultProxy
 
+
+async def passed_on(chaos: Chaos, proxy: FaultProxy) -> None:
+    """Wait until the proxy holds nothing more for Redis: every client connection through it is
+    closed and finished, and Redis has dropped each one's upstream twin, so it ran whatever
+    arrived on it (a late copy of a timed-out send included) and nothing more can arrive."""
+    async def nothing_left() -> bool:
+        if proxy.open_connections():
+            return False
+        return not {c["addr"] for c in await chaos.rds.client_list()} & set(proxy.closed_upstreams)
+
+    await wait_until(nothing_left, "the proxy to pass on what it held", timeout=10)
+
 # -- 7. Redis unreachable at send time ----------------------------------------------------------
 
 
@@ -46,7 +58,8 @@ async def test_07_unreachable_at_send_then_resend_same_id_is_one_task(chaos: Cha
         result = await app.send_task("chaos.echo", [7], task_id=task_id)
         assert result.id == task_id
         assert await result.get(timeout=15) == 7
-        await asyncio.sleep(0.5)  # a late copy of the first send, if any, has landed by now
+        await app.close()  # the client lets go of its connections...
+        await passed_on(chaos, proxy)  # ...and a late copy of the first send, if any, has landed by now
     assert await chaos.entries_added() == len(warm) + 1
     stats = await chaos.verify([*warm, task_id])
     report(f"07 unreachable at send ({fault})", send_error_after_s=f"{took:.2f}", **stats.__dict__)
@@ -158,9 +171,16 @@ async def test_10b_pubsub_reset_at_publish_time_get_still_returns(chaos: Chaos) 
         result = await app.send_task("chaos.sleep", [11, 1.0])
         waiter = asyncio.ensure_future(result.get(timeout=30))
         await chaos.wait_runs(result.id, 1, timeout=10)
-        await asyncio.sleep(0.2)  # the waiter is subscribed
+
+        async def subscribed() -> bool:
+            [(_, count)] = await chaos.rds.pubsub_numsub(f"{chaos.prefix}:done:{result.id}")
+            return int(count) == 1
+
+        await wait_until(subscribed, "the waiter subscribed", timeout=10)
         proxy.stall()  # the publication will sit in the proxy...
         await chaos.wait_states([result.id], {"SUCCESS"}, timeout=10)
+        # Nothing outside shows a message not arriving: without the stall the publication would
+        # reach the waiter within a loopback round trip of the SUCCESS just read, so 0.2 s is ample.
         await asyncio.sleep(0.2)
         assert not waiter.done()
         proxy.reset_all()  # ...and die with the connection

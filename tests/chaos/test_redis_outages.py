@@ -14,7 +14,7 @@ import pytest
 from aiocelery import ResultLost, ResultTimeout, SendError
 
 from ..procs import Proc
-from .harness import Chaos, report
+from .harness import Chaos, report, wait_until
 
 
 async def roundtrip(chaos: Chaos, start: int, n: int, timeout: float, *workers: Proc) -> tuple[list[str], float]:
@@ -81,7 +81,12 @@ async def test_05c_waiter_of_a_task_lost_in_an_empty_restart_gets_result_lost(ch
     app = chaos.app()
     waiting = await app.send_task("chaos.echo", [99], countdown=60)  # no worker: it stays PENDING
     waiter = asyncio.ensure_future(waiting.get(timeout=30))
-    await asyncio.sleep(0.3)
+
+    async def subscribed() -> bool:
+        [(_, count)] = await chaos.rds.pubsub_numsub(f"{chaos.prefix}:done:{waiting.id}")
+        return int(count) == 1
+
+    await wait_until(subscribed, "the waiter subscribed", timeout=10)
     chaos.broker.stop(kill=True)
     await asyncio.sleep(3.0)  # spans a safety re-check of the waiter (1 s, then 2 s later)
     chaos.broker.start()
