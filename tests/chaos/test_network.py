@@ -28,6 +28,7 @@ async def passed_on(chaos: Chaos, proxy: FaultProxy) -> None:
 
     await wait_until(nothing_left, "the proxy to pass on what it held", timeout=10)
 
+
 # -- 7. Redis unreachable at send time ----------------------------------------------------------
 
 
