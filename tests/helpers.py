@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from aiocelery import App
+from aiocelery.backends.redis import RedisBackend
 from aiocelery.brokers.base import Published
 from aiocelery.brokers.memory.broker import MemoryBroker, MemoryStore
 from aiocelery.brokers.redis.keys import Keys
@@ -98,7 +99,7 @@ async def settled(app: App, queue: str | None = None) -> bool:
     is enqueued in the same atomic step that stores that outcome. So once every task a test sent
     is stored and this is true, whatever they started has run and been stored too: the positive
     signal that a worker got past the point where something unwanted would have run."""
-    stats = await app._connections().admin.queue_stats(queue or app.config.default_queue)
+    stats = await app.connections.operations.queue_stats(queue or app.config.default_queue)
     return stats.waiting == stats.running == stats.delayed == 0
 
 
@@ -108,8 +109,9 @@ def listeners(app: App, task_id: str) -> int:
     subscription for all of them)."""
     if app.config.is_memory:
         return len(memory_store(app).listeners.get(task_id, []))
-    hub = app._connections().hub
-    assert hub is not None
+    backend = app.connections.backend
+    assert isinstance(backend, RedisBackend)
+    hub = backend._hub
     channel = hub._channels.get(Keys(app.config.key_prefix).done(task_id))
     return 0 if channel is None else len(channel.listeners)
 

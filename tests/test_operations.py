@@ -55,7 +55,7 @@ async def test_inspect_queues_status_revoke_purge_control(procs: Procs) -> None:
     await worker.wait_banner()
     app = App(Config(broker=procs.redis_url, key_prefix=procs.key_prefix))
     try:
-        admin = app._connections().admin
+        admin = app.connections.operations
         running = await app.send_task("ops.slow", args=(30,))
 
         async def started() -> bool:
