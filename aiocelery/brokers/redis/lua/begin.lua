@@ -19,7 +19,7 @@ local A_GROUP, A_CONSUMER, A_MAX_CRASHES, A_WORKER, A_TTL, A_DONE_PREFIX, A_TASK
   1, 2, 3, 4, 5, 6, 7, 8, 9
 local stream, dead = KEYS[K_STREAM], KEYS[K_DEAD]
 local group, consumer, worker = ARGV[A_GROUP], ARGV[A_CONSUMER], ARGV[A_WORKER]
-local max_crashes, ttl = tonumber(ARGV[A_MAX_CRASHES]), tonumber(ARGV[A_TTL])
+local max_crashes, ttl, done_prefix = tonumber(ARGV[A_MAX_CRASHES]), tonumber(ARGV[A_TTL]), ARGV[A_DONE_PREFIX]
 local now = time_ms()
 local out = {}
 
@@ -31,89 +31,93 @@ end
 local function terminal(key, id, state, reason)
   redis.call('HSET', key, F_STATE, state, F_REASON, reason, F_DONE_MS, now)
   redis.call('PEXPIRE', key, ttl)
-  redis.call('PUBLISH', ARGV[A_DONE_PREFIX] .. id, state)
+  redis.call('PUBLISH', done_prefix .. id, state)
 end
 
 local just_read = {{'', '', 0, 1}}  -- what XPENDING says of an entry this call read: delivered once
 
--- start one delivery (fresh: read by this call, so ours and just delivered)
-local function start(entry, id, key, fresh)
-  local owned = fresh and just_read or redis.call('XPENDING', stream, group, entry, entry, 1, consumer)
-  if #owned == 0 then
-    out[#out + 1] = {'lost', id, entry}
-    return
-  end
-  -- one read of everything this needs (every record has a state: none means no record)
-  local state, stored_crashes, name, expires_ms, retries, deferrals, revoked, created, on_entry, on_consumer,
-    payload, wf, stored_attempt = unpack(redis.call('HMGET', key, F_STATE, F_CRASHES, F_NAME, F_EXPIRES_MS,
-      F_RETRIES, F_DEFERRALS, F_REVOKED, F_CREATED_MS, F_ENTRY, F_CONSUMER, F_PAYLOAD, F_WF, F_ATTEMPT))
-  if not state then
-    finish(entry)
-    redis.call('XADD', dead, '*', E_ID, id, E_REASON, 'task record missing', E_TIME_MS, now, E_WORKER, worker)
-    out[#out + 1] = {'missing', id, entry}
-    return
-  end
-  -- the same start again (a re-sent call, or this consumer reclaiming its own delivery): same attempt
-  local again = state == 'STARTED' and on_entry == entry and on_consumer == consumer
-  local expires = tonumber(expires_ms or '')
-  if READY_STATES[state] then
-    finish(entry)
-    out[#out + 1] = {'done', id, entry}
-  elseif revoked then
-    finish(entry)
-    terminal(key, id, 'REVOKED', revoked)
-    out[#out + 1] = {'revoked', id, entry}
-  elseif expires and now >= expires then
-    finish(entry)
-    terminal(key, id, 'REVOKED', 'expired')
-    out[#out + 1] = {'expired', id, entry}
-  elseif again then
-    redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID')
-    out[#out + 1] = {'run', id, entry, tonumber(stored_attempt), name or '', payload or '', owned[1][4],
-      tonumber(retries or '0'), tonumber(deferrals or '0'), wf or '', tonumber(created or '0'),
-      tonumber(stored_crashes or '0')}
-  else
-    local crashes = tonumber(stored_crashes or '0')
-    if state == 'STARTED' then
-      crashes = crashes + 1
-    end
-    if crashes > max_crashes then
-      redis.call('HSET', key, F_CRASHES, crashes)
-      local reason = 'crashed its worker ' .. crashes .. ' times (max_crashes ' .. max_crashes .. ')'
-      finish(entry)
-      terminal(key, id, 'DEAD', reason)
-      redis.call('XADD', dead, '*', E_ID, id, E_NAME, name or '', E_REASON, reason, E_TIME_MS, now, E_WORKER, worker)
-      out[#out + 1] = {'dead', id, entry}
-    else
-      local attempt = tonumber(stored_attempt or '0') + 1  -- read above: no HINCRBY needed
-      redis.call('HSET', key, F_ATTEMPT, attempt, F_CRASHES, crashes, F_STATE, 'STARTED', F_STARTED_MS, now,
-        F_WORKER, worker, F_ENTRY, entry, F_CONSUMER, consumer)
-      if not fresh then
-        redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID')  -- reset the lease
-      end
-      out[#out + 1] = {'run', id, entry, attempt, name or '', payload or '', owned[1][4],
-        tonumber(retries or '0'), tonumber(deferrals or '0'), wf or '', tonumber(created or '0'), crashes}
-    end
-  end
+-- the deliveries: read here (then this consumer's and just delivered), or given as pairs in ARGV
+local read = nil
+local count
+if ARGV[A_COUNT] ~= '' then
+  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', ARGV[A_COUNT], 'STREAMS', stream, '>')
+  read = reply and reply[1][2] or {}
+  count = #read
+else
+  count = (#ARGV - A_PAIRS + 1) / 2
 end
 
-local count = 0
-if ARGV[A_COUNT] ~= '' then
-  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', ARGV[A_COUNT], 'STREAMS', stream, '>')
-  for _, e in ipairs(read and read[1][2] or {}) do
-    local id, fields = '', e[2] or {}
+-- start each one (in the main chunk: see prelude.lua)
+for i = 1, count do
+  local entry, id, key, owned
+  if read then
+    local fields = read[i][2] or {}
+    entry, id = read[i][1], ''
     for j = 1, #fields - 1, 2 do
       if fields[j] == E_ID then
         id = fields[j + 1]
       end
     end
-    start(e[1], id, ARGV[A_TASK_PREFIX] .. id, true)
-    count = count + 1
+    key, owned = ARGV[A_TASK_PREFIX] .. id, just_read
+  else
+    local a = A_PAIRS + (i - 1) * 2
+    entry, id, key = ARGV[a], ARGV[a + 1], KEYS[K_TASKS + i - 1]
+    owned = redis.call('XPENDING', stream, group, entry, entry, 1, consumer)
   end
-else
-  for i = A_PAIRS, #ARGV, 2 do  -- the count-th pair's task hash is KEYS[K_TASKS + count]
-    start(ARGV[i], ARGV[i + 1], KEYS[K_TASKS + count], false)
-    count = count + 1
+  if #owned == 0 then
+    out[#out + 1] = {'lost', id, entry}
+  else
+    -- one read of everything this needs (every record has a state: none means no record)
+    local state, stored_crashes, name, expires_ms, retries, deferrals, revoked, created, on_entry, on_consumer,
+      payload, wf, stored_attempt = unpack(redis.call('HMGET', key, F_STATE, F_CRASHES, F_NAME, F_EXPIRES_MS,
+        F_RETRIES, F_DEFERRALS, F_REVOKED, F_CREATED_MS, F_ENTRY, F_CONSUMER, F_PAYLOAD, F_WF, F_ATTEMPT))
+    -- the same start again (a re-sent call, or this consumer reclaiming its own delivery): same attempt
+    local again = state == 'STARTED' and on_entry == entry and on_consumer == consumer
+    local expires = tonumber(expires_ms or '')
+    if not state then
+      finish(entry)
+      redis.call('XADD', dead, '*', E_ID, id, E_REASON, 'task record missing', E_TIME_MS, now, E_WORKER, worker)
+      out[#out + 1] = {'missing', id, entry}
+    elseif READY_STATES[state] then
+      finish(entry)
+      out[#out + 1] = {'done', id, entry}
+    elseif revoked then
+      finish(entry)
+      terminal(key, id, 'REVOKED', revoked)
+      out[#out + 1] = {'revoked', id, entry}
+    elseif expires and now >= expires then
+      finish(entry)
+      terminal(key, id, 'REVOKED', 'expired')
+      out[#out + 1] = {'expired', id, entry}
+    elseif again then
+      redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID')
+      out[#out + 1] = {'run', id, entry, tonumber(stored_attempt), name or '', payload or '', owned[1][4],
+        tonumber(retries or '0'), tonumber(deferrals or '0'), wf or '', tonumber(created or '0'),
+        tonumber(stored_crashes or '0')}
+    else
+      local crashes = tonumber(stored_crashes or '0')
+      if state == 'STARTED' then
+        crashes = crashes + 1
+      end
+      if crashes > max_crashes then
+        redis.call('HSET', key, F_CRASHES, crashes)
+        local reason = 'crashed its worker ' .. crashes .. ' times (max_crashes ' .. max_crashes .. ')'
+        finish(entry)
+        terminal(key, id, 'DEAD', reason)
+        redis.call('XADD', dead, '*', E_ID, id, E_NAME, name or '', E_REASON, reason, E_TIME_MS, now,
+          E_WORKER, worker)
+        out[#out + 1] = {'dead', id, entry}
+      else
+        local attempt = tonumber(stored_attempt or '0') + 1  -- read above: no HINCRBY needed
+        redis.call('HSET', key, F_ATTEMPT, attempt, F_CRASHES, crashes, F_STATE, 'STARTED', F_STARTED_MS, now,
+          F_WORKER, worker, F_ENTRY, entry, F_CONSUMER, consumer)
+        if not read then
+          redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID')  -- reset the lease
+        end
+        out[#out + 1] = {'run', id, entry, attempt, name or '', payload or '', owned[1][4],
+          tonumber(retries or '0'), tonumber(deferrals or '0'), wf or '', tonumber(created or '0'), crashes}
+      end
+    end
   end
 end
 return {count, out}

@@ -13,51 +13,52 @@ local A_ID, A_NAME, A_QUEUE, A_PAYLOAD, A_DELAY, A_ETA, A_WAKE, A_EXPIRES, A_DED
   1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 local UNIT_ARGS = 11
 
--- One message: its key K_X is KEYS[k + K_X] and its argument A_X is ARGV[a + A_X].
-local function enqueue(k, a, now)
-  local key, id = KEYS[k + K_TASK], ARGV[a + A_ID]
-  local existing = redis.call('HGET', key, F_STATE)
-  if existing then
-    return {0, existing, id}
-  end
-  if ARGV[a + A_DEDUP_TTL] ~= '' then
-    local holder = redis.call('GET', KEYS[k + K_DEDUP])
-    if holder then
-      return {2, 'PENDING', holder}
-    end
-    redis.call('SET', KEYS[k + K_DEDUP], id, 'PX', tonumber(ARGV[a + A_DEDUP_TTL]))
-  end
-  local due = now + tonumber(ARGV[a + A_DELAY])
-  if ARGV[a + A_ETA] ~= '' then
-    due = tonumber(ARGV[a + A_ETA])
-  end
-  redis.call('HSET', key, F_NAME, ARGV[a + A_NAME], F_QUEUE, ARGV[a + A_QUEUE], F_PAYLOAD, ARGV[a + A_PAYLOAD],
-    F_STATE, 'PENDING', F_CREATED_MS, now)
-  if ARGV[a + A_WF] ~= '' then
-    redis.call('HSET', key, F_WF, ARGV[a + A_WF])
-  end
-  if ARGV[a + A_EXPIRES] ~= '' then
-    redis.call('HSET', key, F_EXPIRES_MS, ARGV[a + A_EXPIRES])
-  elseif ARGV[a + A_EXPIRES_IN] ~= '' then
-    redis.call('HSET', key, F_EXPIRES_MS, now + tonumber(ARGV[a + A_EXPIRES_IN]))
-  end
-  if due > now then
-    local delayed = KEYS[k + K_DELAYED]
-    redis.call('HSET', key, F_DUE_MS, due)
-    local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-    redis.call('ZADD', delayed, due, id)
-    if first[2] == nil or due < tonumber(first[2]) then
-      redis.call('PUBLISH', ARGV[a + A_WAKE], due)
-    end
-  else
-    redis.call('XADD', KEYS[k + K_STREAM], '*', E_ID, id)
-  end
-  return 1
-end
-
 local now = time_ms()
 local out = {}
+-- message i's key K_X is KEYS[k + K_X] and its argument A_X is ARGV[a + A_X] (in the main chunk:
+-- see prelude.lua)
 for i = 0, #KEYS / UNIT_KEYS - 1 do
-  out[#out + 1] = enqueue(i * UNIT_KEYS, i * UNIT_ARGS, now)
+  local k, a = i * UNIT_KEYS, i * UNIT_ARGS
+  local key, id = KEYS[k + K_TASK], ARGV[a + A_ID]
+  local existing = redis.call('HGET', key, F_STATE)
+  local holder = nil
+  if not existing and ARGV[a + A_DEDUP_TTL] ~= '' then
+    holder = redis.call('GET', KEYS[k + K_DEDUP])
+    if not holder then
+      redis.call('SET', KEYS[k + K_DEDUP], id, 'PX', tonumber(ARGV[a + A_DEDUP_TTL]))
+    end
+  end
+  if existing then
+    out[#out + 1] = {0, existing, id}
+  elseif holder then
+    out[#out + 1] = {2, 'PENDING', holder}
+  else
+    local due = now + tonumber(ARGV[a + A_DELAY])
+    if ARGV[a + A_ETA] ~= '' then
+      due = tonumber(ARGV[a + A_ETA])
+    end
+    redis.call('HSET', key, F_NAME, ARGV[a + A_NAME], F_QUEUE, ARGV[a + A_QUEUE], F_PAYLOAD, ARGV[a + A_PAYLOAD],
+      F_STATE, 'PENDING', F_CREATED_MS, now)
+    if ARGV[a + A_WF] ~= '' then
+      redis.call('HSET', key, F_WF, ARGV[a + A_WF])
+    end
+    if ARGV[a + A_EXPIRES] ~= '' then
+      redis.call('HSET', key, F_EXPIRES_MS, ARGV[a + A_EXPIRES])
+    elseif ARGV[a + A_EXPIRES_IN] ~= '' then
+      redis.call('HSET', key, F_EXPIRES_MS, now + tonumber(ARGV[a + A_EXPIRES_IN]))
+    end
+    if due > now then
+      local delayed = KEYS[k + K_DELAYED]
+      redis.call('HSET', key, F_DUE_MS, due)
+      local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+      redis.call('ZADD', delayed, due, id)
+      if first[2] == nil or due < tonumber(first[2]) then
+        redis.call('PUBLISH', ARGV[a + A_WAKE], due)
+      end
+    else
+      redis.call('XADD', KEYS[k + K_STREAM], '*', E_ID, id)
+    end
+    out[#out + 1] = 1
+  end
 end
 return out

@@ -1,6 +1,9 @@
 -- prelude: what the scripts share. scripts.py's load_script() puts it before every script's text,
 -- so each script sees these locals. It only defines values and functions and runs no Redis
 -- command: a script calls TIME when it calls time_ms(), never because of this prelude.
+-- It runs on every call, like the script after it. A function a script defines is built on every
+-- call too, with one upvalue for each of these names it uses: enqueue, begin and settle do their
+-- per-item work in the main chunk, where these names are plain locals.
 
 -- The Redis server's clock in ms (TIME says seconds and microseconds).
 local function time_ms()
@@ -13,7 +16,7 @@ local READY_STATES = {SUCCESS = true, FAILURE = true, DEAD = true, REVOKED = tru
 
 -- A task record's hash fields (<prefix>:task:<id>).
 local F_STATE = 'state'
-local F_ATTEMPT = 'attempt'          -- the fencing token: begin.lua bumps it at each start
+local F_ATTEMPT = 'attempt'          -- the fencing token: begin.lua bumps it at each new start
 local F_CRASHES = 'crashes'
 local F_RETRIES = 'retries'
 local F_DEFERRALS = 'deferrals'
@@ -36,8 +39,8 @@ local F_CONSUMER = 'consumer'
 local F_SETTLED = 'settled'          -- '<attempt>:<state>' of the last settle
 local F_PLACEHOLDER = 'placeholder'  -- '1' on a workflow step's record made before the step is sent
 
--- Stream entries' fields: a queue's entry holds the task id; a dead letter also says who, why,
--- when and where.
+-- Stream entries' fields: a queue's entry holds the task id alone; a dead letter also the reason,
+-- the time and the worker, and where known the task's name and the error.
 local E_ID = 'id'
 local E_NAME = 'name'
 local E_REASON = 'reason'
@@ -50,6 +53,6 @@ local C_TOTAL = 'total'
 local C_DONE = 'done'
 local C_CB = 'cb'                    -- the callback's template json
 local C_ERRBACKS = 'errbacks'
-local C_CASCADE = 'cascade'         -- stored by chord_open.lua; settle.lua reads a chord's cascade from its ops
+local C_CASCADE = 'cascade'          -- stored by chord_open.lua; settle.lua reads a chord's cascade from its ops
 local C_FAILED = 'failed'            -- the id of the first member that failed
 local C_RESULT = 'r:'                -- then the member's index: its result

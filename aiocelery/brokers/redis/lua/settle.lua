@@ -33,12 +33,6 @@ local A_DONE_CHANNEL, A_TASK_ID, A_WORKER, A_COUNTDOWN, A_WAKE, A_DEAD_LETTER, A
   9, 10, 11, 12, 13, 14, 15, 16
 local UNIT_ARGS = 16               -- ARGV per settle
 
--- Where settle u (0, 1, ...) of a call starts: its key K_X is KEYS[k + K_X], its argument A_X is
--- ARGV[a + A_X] (offsets, so a merged call builds no table per settle).
-local function unit(u)
-  return u * UNIT_KEYS, u * UNIT_ARGS
-end
-
 local now = time_ms()
 
 local acks = {}
@@ -58,9 +52,93 @@ local function flush_acks(group)
   end
 end
 
--- A settled workflow step's ops (a lone settle): its workflow keys are KEYS[K_WORKFLOW] onwards, in
--- the order the header gives.
-local function workflow(ops, state, result, id, ttl, prefix)
+local units = #ARGV / UNIT_ARGS
+if units > 1 then
+  for u = 0, units - 1 do  -- checked before any write: Lua does not roll back
+    if ARGV[u * UNIT_ARGS + A_WF_OPS] ~= '' then
+      return redis.error_reply('settle.lua: a settle with workflow ops must come alone')
+    end
+  end
+end
+
+local out = {}
+local step_ops = nil  -- the ops of a workflow step that stored its final state (it came alone): run below
+-- settle u's key K_X is KEYS[k + K_X] and its argument A_X is ARGV[a + A_X] (offsets: no table per
+-- settle; in the main chunk: see prelude.lua)
+for u = 0, units - 1 do
+  local k, a = u * UNIT_KEYS, u * UNIT_ARGS
+  local key, stream, dead, delayed = KEYS[k + K_TASK], KEYS[k + K_STREAM], KEYS[k + K_DEAD], KEYS[k + K_DELAYED]
+  local entry, attempt, state = ARGV[a + A_ENTRY], ARGV[a + A_ATTEMPT], ARGV[a + A_STATE]
+  local result, err, reason = ARGV[a + A_RESULT], ARGV[a + A_ERROR], ARGV[a + A_REASON]
+  local ttl, done_channel, id = ARGV[a + A_TTL], ARGV[a + A_DONE_CHANNEL], ARGV[a + A_TASK_ID]
+  local by_worker, countdown, wake = ARGV[a + A_WORKER], ARGV[a + A_COUNTDOWN], ARGV[a + A_WAKE]
+  local dead_letter, wf_ops = ARGV[a + A_DEAD_LETTER], ARGV[a + A_WF_OPS]
+  -- decode everything before the first write: Lua does not roll back
+  local ops = nil
+  if wf_ops ~= '' then
+    ops = cjson.decode(wf_ops)
+    if ops.chord == cjson.null then
+      ops.chord = nil
+    end
+  end
+  local cur = redis.call('HMGET', key, F_STATE, F_ATTEMPT, F_SETTLED, F_NAME, F_QUEUE, F_WORKER, F_CREATED_MS,
+    F_STARTED_MS)
+  if cur[1] ~= 'STARTED' or cur[2] ~= attempt then
+    if cur[3] == attempt .. ':' .. state then
+      ack(stream, entry)
+      out[#out + 1] = 2
+    else
+      out[#out + 1] = 0
+    end
+  elseif state == 'RETRY' or state == 'DEFER' then
+    ack(stream, entry)
+    local due = now + tonumber(countdown)
+    if state == 'RETRY' then
+      redis.call('HINCRBY', key, F_RETRIES, 1)
+      redis.call('HSET', key, F_STATE, 'RETRY', F_ERROR, err, F_DUE_MS, due, F_SETTLED, attempt .. ':RETRY')
+    else
+      redis.call('HINCRBY', key, F_DEFERRALS, 1)
+      redis.call('HSET', key, F_STATE, 'PENDING', F_DUE_MS, due, F_SETTLED, attempt .. ':DEFER')
+    end
+    local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', delayed, due, id)
+    if first[2] == nil or due < tonumber(first[2]) then
+      redis.call('PUBLISH', wake, due)
+    end
+    out[#out + 1] = 1
+  else
+    ack(stream, entry)
+    if state == 'SUCCESS' then  -- the payload is not needed again: emptied in the same HSET (no HDEL)
+      redis.call('HSET', key, F_STATE, state, F_DONE_MS, now, F_RESULT, result,
+        F_ERROR, err, F_REASON, reason, F_SETTLED, attempt .. ':' .. state, F_PAYLOAD, '')
+    else
+      redis.call('HSET', key, F_STATE, state, F_DONE_MS, now, F_RESULT, result,
+        F_ERROR, err, F_REASON, reason, F_SETTLED, attempt .. ':' .. state)
+    end
+    redis.call('PEXPIRE', key, ttl)
+    if state == 'DEAD' or dead_letter == '1' then
+      redis.call('XADD', dead, '*', E_ID, id, E_NAME, cur[4] or '', E_REASON, reason,
+        E_TIME_MS, now, E_WORKER, by_worker, E_ERROR, err)
+    end
+    if #result + #err <= 8192 then
+      -- the whole final record rides on the notification: a waiting get() needs no read
+      local name, queue, worker = cur[4] or '', cur[5] or '', cur[6] or ''
+      redis.call('PUBLISH', done_channel, '\1' .. state .. ' ' .. attempt .. ' ' .. (cur[7] or '0') .. ' '
+        .. (cur[8] or '0') .. ' ' .. now .. ' ' .. #name .. ' ' .. #queue .. ' ' .. #worker .. ' ' .. #reason .. ' '
+        .. #err .. '\n' .. name .. queue .. worker .. reason .. err .. result)
+    else
+      redis.call('PUBLISH', done_channel, state)
+    end
+    step_ops = ops
+    out[#out + 1] = 1
+  end
+end
+
+if step_ops then
+  -- the workflow step came alone: its arguments are ARGV[A_X], its workflow keys KEYS[K_WORKFLOW]
+  -- onwards, in the order the header gives
+  local state, result, id = ARGV[A_STATE], ARGV[A_RESULT], ARGV[A_TASK_ID]
+  local ttl, prefix = ARGV[A_TTL], ARGV[A_PREFIX]
   local k = K_WORKFLOW  -- the next workflow key
 
   local function create(c)
@@ -101,18 +179,18 @@ local function workflow(ops, state, result, id, ttl, prefix)
     redis.call('PUBLISH', prefix .. ':done:' .. fid, 'FAILURE')
   end
 
-  for _, c in ipairs(ops.children) do
+  for _, c in ipairs(step_ops.children) do
     create(c)
   end
-  for _, item in ipairs(ops.cascade) do
-    fail(item[1], item[2], ops.error)
+  for _, item in ipairs(step_ops.cascade) do
+    fail(item[1], item[2], step_ops.error)
   end
-  if ops.chord then
+  if step_ops.chord then
     local ch = KEYS[k]
     local cb_keys = k + 1
     k = k + 4
     if state == 'SUCCESS' then
-      if redis.call('HSETNX', ch, C_RESULT .. ops.chord.index, result) == 1 then
+      if redis.call('HSETNX', ch, C_RESULT .. step_ops.chord.index, result) == 1 then
         local done = redis.call('HINCRBY', ch, C_DONE, 1)
         local total = tonumber(redis.call('HGET', ch, C_TOTAL) or '-1')
         if done == total and not redis.call('HGET', ch, C_FAILED) then
@@ -134,108 +212,20 @@ local function workflow(ops, state, result, id, ttl, prefix)
     elseif redis.call('HSETNX', ch, C_FAILED, id) == 1 then
       local saved = k
       k = cb_keys
-      fail(ops.chord.cb_id, ops.chord.cb_name, ops.error)
+      fail(step_ops.chord.cb_id, step_ops.chord.cb_name, step_ops.error)
       k = saved
-      for _, item in ipairs(ops.chord.cascade) do
-        fail(item[1], item[2], ops.error)
+      for _, item in ipairs(step_ops.chord.cascade) do
+        fail(item[1], item[2], step_ops.error)
       end
       for _, eb in ipairs(cjson.decode(redis.call('HGET', ch, C_ERRBACKS) or '[]')) do
         local body = eb.head
         if not eb.immutable then
-          body = eb.head .. cjson.encode(id) .. ',' .. ops.error .. eb.tail
+          body = eb.head .. cjson.encode(id) .. ',' .. step_ops.error .. eb.tail
         end
         create({id = eb.id, name = eb.name, queue = eb.queue, payload = body, delay_ms = eb.delay_ms, wf = eb.wf})
       end
     end
   end
-end
-
--- One settle; k and a from unit().
-local function settle(k, a)
-  local key, stream, dead, delayed = KEYS[k + K_TASK], KEYS[k + K_STREAM], KEYS[k + K_DEAD], KEYS[k + K_DELAYED]
-  local entry, attempt, state = ARGV[a + A_ENTRY], ARGV[a + A_ATTEMPT], ARGV[a + A_STATE]
-  local result, err, reason = ARGV[a + A_RESULT], ARGV[a + A_ERROR], ARGV[a + A_REASON]
-  local ttl, done_channel, id = ARGV[a + A_TTL], ARGV[a + A_DONE_CHANNEL], ARGV[a + A_TASK_ID]
-  local by_worker, countdown, wake = ARGV[a + A_WORKER], ARGV[a + A_COUNTDOWN], ARGV[a + A_WAKE]
-  local dead_letter, wf_ops, prefix = ARGV[a + A_DEAD_LETTER], ARGV[a + A_WF_OPS], ARGV[a + A_PREFIX]
-  -- decode everything before the first write: Lua does not roll back
-  local ops = nil
-  if wf_ops ~= '' then
-    ops = cjson.decode(wf_ops)
-    if ops.chord == cjson.null then
-      ops.chord = nil
-    end
-  end
-  local cur = redis.call('HMGET', key, F_STATE, F_ATTEMPT, F_SETTLED, F_NAME, F_QUEUE, F_WORKER, F_CREATED_MS,
-    F_STARTED_MS)
-  if cur[1] ~= 'STARTED' or cur[2] ~= attempt then
-    if cur[3] == attempt .. ':' .. state then
-      ack(stream, entry)
-      return 2
-    end
-    return 0
-  end
-  ack(stream, entry)
-
-  if state == 'RETRY' or state == 'DEFER' then
-    local due = now + tonumber(countdown)
-    if state == 'RETRY' then
-      redis.call('HINCRBY', key, F_RETRIES, 1)
-      redis.call('HSET', key, F_STATE, 'RETRY', F_ERROR, err, F_DUE_MS, due, F_SETTLED, attempt .. ':RETRY')
-    else
-      redis.call('HINCRBY', key, F_DEFERRALS, 1)
-      redis.call('HSET', key, F_STATE, 'PENDING', F_DUE_MS, due, F_SETTLED, attempt .. ':DEFER')
-    end
-    local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-    redis.call('ZADD', delayed, due, id)
-    if first[2] == nil or due < tonumber(first[2]) then
-      redis.call('PUBLISH', wake, due)
-    end
-    return 1
-  end
-
-  if state == 'SUCCESS' then  -- the payload is not needed again: emptied in the same HSET (no HDEL)
-    redis.call('HSET', key, F_STATE, state, F_DONE_MS, now, F_RESULT, result,
-      F_ERROR, err, F_REASON, reason, F_SETTLED, attempt .. ':' .. state, F_PAYLOAD, '')
-  else
-    redis.call('HSET', key, F_STATE, state, F_DONE_MS, now, F_RESULT, result,
-      F_ERROR, err, F_REASON, reason, F_SETTLED, attempt .. ':' .. state)
-  end
-  redis.call('PEXPIRE', key, ttl)
-  if state == 'DEAD' or dead_letter == '1' then
-    redis.call('XADD', dead, '*', E_ID, id, E_NAME, cur[4] or '', E_REASON, reason,
-      E_TIME_MS, now, E_WORKER, by_worker, E_ERROR, err)
-  end
-  if #result + #err <= 8192 then
-    -- the whole final record rides on the notification: a waiting get() needs no read
-    local name, queue, worker = cur[4] or '', cur[5] or '', cur[6] or ''
-    redis.call('PUBLISH', done_channel, '\1' .. state .. ' ' .. attempt .. ' ' .. (cur[7] or '0') .. ' '
-      .. (cur[8] or '0') .. ' ' .. now .. ' ' .. #name .. ' ' .. #queue .. ' ' .. #worker .. ' ' .. #reason .. ' '
-      .. #err .. '\n' .. name .. queue .. worker .. reason .. err .. result)
-  else
-    redis.call('PUBLISH', done_channel, state)
-  end
-  if ops then
-    workflow(ops, state, result, id, ttl, prefix)
-  end
-  return 1
-end
-
-local units = #ARGV / UNIT_ARGS
-if units == 1 then
-  local done = settle(unit(0))
-  flush_acks(ARGV[A_GROUP])
-  return {done}
-end
-for u = 0, units - 1 do  -- checked before any write: Lua does not roll back
-  local _, a = unit(u)
-  if ARGV[a + A_WF_OPS] ~= '' then
-    return redis.error_reply('settle.lua: a settle with workflow ops must come alone')
-  end
-end
-local out = {}
-for u = 0, units - 1 do
-  out[#out + 1] = settle(unit(u))
 end
 flush_acks(ARGV[A_GROUP])
 return out
