@@ -10,10 +10,15 @@ from aiocelery._redis.scripts import Script
 LUA = Path(__file__).resolve().parent / "lua"
 """Where the scripts live."""
 
+PRELUDE = (LUA / "prelude.lua").read_text("utf-8")
+"""What every script shares (server time, the final states, field names): locals only, put
+before each script's own text. It ends with a newline, so a script starts on a line of its own."""
+
 
 def load_script(name: str) -> Script:
-    """``lua/<name>.lua``."""
-    return Script(name, (LUA / f"{name}.lua").read_text("utf-8"))
+    """``lua/<name>.lua`` after the prelude, as one text (loaded and called by its SHA1). Line
+    numbers in a Redis error count the prelude's lines first."""
+    return Script(name, PRELUDE + (LUA / f"{name}.lua").read_text("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,7 @@
 -- ARGV: 1 interval ms ('' = no rate limit), 2 burst, 3 slot limit ('' = no cap), 4 slot ttl ms,
 --       5 task id
 -- Returns 0 to start now, a positive number of ms to wait, or -1 when the cap is full.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = time_ms()
 local id = ARGV[5]
 
 if ARGV[3] ~= '' then

@@ -7,49 +7,58 @@
 --       8 expires ms or '', 9 dedup ttl ms or '', 10 expires-in ms or '', 11 workflow json or ''
 -- Returns per message 1 (created), or {0 this id exists | 2 deduplicated, state, task id}.
 -- The record gets no attempt or crash count: absent reads as 0 (begin.lua writes both).
-local function enqueue(k, a, now)
-  local existing = redis.call('HGET', KEYS[k + 1], 'state')
-  if existing then
-    return {0, existing, ARGV[a + 1]}
-  end
-  if ARGV[a + 9] ~= '' then
-    local holder = redis.call('GET', KEYS[k + 4])
-    if holder then
-      return {2, 'PENDING', holder}
-    end
-    redis.call('SET', KEYS[k + 4], ARGV[a + 1], 'PX', tonumber(ARGV[a + 9]))
-  end
-  local due = now + tonumber(ARGV[a + 5])
-  if ARGV[a + 6] ~= '' then
-    due = tonumber(ARGV[a + 6])
-  end
-  redis.call('HSET', KEYS[k + 1], 'name', ARGV[a + 2], 'queue', ARGV[a + 3], 'payload', ARGV[a + 4],
-    'state', 'PENDING', 'created_ms', now)
-  if ARGV[a + 11] ~= '' then
-    redis.call('HSET', KEYS[k + 1], 'wf', ARGV[a + 11])
-  end
-  if ARGV[a + 8] ~= '' then
-    redis.call('HSET', KEYS[k + 1], 'expires_ms', ARGV[a + 8])
-  elseif ARGV[a + 10] ~= '' then
-    redis.call('HSET', KEYS[k + 1], 'expires_ms', now + tonumber(ARGV[a + 10]))
-  end
-  if due > now then
-    redis.call('HSET', KEYS[k + 1], 'due_ms', due)
-    local first = redis.call('ZRANGE', KEYS[k + 3], 0, 0, 'WITHSCORES')
-    redis.call('ZADD', KEYS[k + 3], due, ARGV[a + 1])
-    if first[2] == nil or due < tonumber(first[2]) then
-      redis.call('PUBLISH', ARGV[a + 7], due)
-    end
-  else
-    redis.call('XADD', KEYS[k + 2], '*', 'id', ARGV[a + 1])
-  end
-  return 1
-end
+local K_TASK, K_STREAM, K_DELAYED, K_DEDUP = 1, 2, 3, 4
+local UNIT_KEYS = 4
+local A_ID, A_NAME, A_QUEUE, A_PAYLOAD, A_DELAY, A_ETA, A_WAKE, A_EXPIRES, A_DEDUP_TTL, A_EXPIRES_IN, A_WF =
+  1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+local UNIT_ARGS = 11
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = time_ms()
 local out = {}
-for i = 0, #KEYS / 4 - 1 do
-  out[#out + 1] = enqueue(i * 4, i * 11, now)
+-- message i's key K_X is KEYS[k + K_X] and its argument A_X is ARGV[a + A_X] (in the main chunk:
+-- see prelude.lua)
+for i = 0, #KEYS / UNIT_KEYS - 1 do
+  local k, a = i * UNIT_KEYS, i * UNIT_ARGS
+  local key, id = KEYS[k + K_TASK], ARGV[a + A_ID]
+  local existing = redis.call('HGET', key, F_STATE)
+  local holder = nil
+  if not existing and ARGV[a + A_DEDUP_TTL] ~= '' then
+    holder = redis.call('GET', KEYS[k + K_DEDUP])
+    if not holder then
+      redis.call('SET', KEYS[k + K_DEDUP], id, 'PX', tonumber(ARGV[a + A_DEDUP_TTL]))
+    end
+  end
+  if existing then
+    out[#out + 1] = {0, existing, id}
+  elseif holder then
+    out[#out + 1] = {2, 'PENDING', holder}
+  else
+    local due = now + tonumber(ARGV[a + A_DELAY])
+    if ARGV[a + A_ETA] ~= '' then
+      due = tonumber(ARGV[a + A_ETA])
+    end
+    redis.call('HSET', key, F_NAME, ARGV[a + A_NAME], F_QUEUE, ARGV[a + A_QUEUE], F_PAYLOAD, ARGV[a + A_PAYLOAD],
+      F_STATE, 'PENDING', F_CREATED_MS, now)
+    if ARGV[a + A_WF] ~= '' then
+      redis.call('HSET', key, F_WF, ARGV[a + A_WF])
+    end
+    if ARGV[a + A_EXPIRES] ~= '' then
+      redis.call('HSET', key, F_EXPIRES_MS, ARGV[a + A_EXPIRES])
+    elseif ARGV[a + A_EXPIRES_IN] ~= '' then
+      redis.call('HSET', key, F_EXPIRES_MS, now + tonumber(ARGV[a + A_EXPIRES_IN]))
+    end
+    if due > now then
+      local delayed = KEYS[k + K_DELAYED]
+      redis.call('HSET', key, F_DUE_MS, due)
+      local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+      redis.call('ZADD', delayed, due, id)
+      if first[2] == nil or due < tonumber(first[2]) then
+        redis.call('PUBLISH', ARGV[a + A_WAKE], due)
+      end
+    else
+      redis.call('XADD', KEYS[k + K_STREAM], '*', E_ID, id)
+    end
+    out[#out + 1] = 1
+  end
 end
 return out

@@ -3,11 +3,10 @@
 -- KEYS: 1 delayed zset, 2 stream
 -- ARGV: 1 batch limit
 -- Returns {moved, ms until the next due task or -1}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = time_ms()
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, id in ipairs(ids) do
-  redis.call('XADD', KEYS[2], '*', 'id', id)
+  redis.call('XADD', KEYS[2], '*', E_ID, id)
   redis.call('ZREM', KEYS[1], id)
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

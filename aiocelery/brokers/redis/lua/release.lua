@@ -8,10 +8,10 @@ if #owned == 0 then
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
-local state = redis.call('HGET', KEYS[1], 'state')
+local state = redis.call('HGET', KEYS[1], F_STATE)
 if state == 'PENDING' or state == 'STARTED' or state == 'RETRY' then
-  redis.call('HSET', KEYS[1], 'state', 'PENDING')
-  redis.call('XADD', KEYS[2], '*', 'id', ARGV[4])
+  redis.call('HSET', KEYS[1], F_STATE, 'PENDING')
+  redis.call('XADD', KEYS[2], '*', E_ID, ARGV[4])
   return 1
 end
 return 2

@@ -6,16 +6,21 @@
 -- KEYS: 1 stream, 2.. task hashes (one per delivery, in ARGV order)
 -- ARGV: 1 group, 2 consumer, then pairs: entry id, attempt
 -- Returns the entry ids whose lease is lost.
+local K_STREAM, K_TASKS = 1, 2          -- K_TASKS: the first delivery's task hash
+local A_GROUP, A_CONSUMER, A_PAIRS = 1, 2, 3
+local stream, group, consumer = KEYS[K_STREAM], ARGV[A_GROUP], ARGV[A_CONSUMER]
 local lost = {}
-for i = 3, #ARGV, 2 do
+local n = 0  -- deliveries done so far
+for i = A_PAIRS, #ARGV, 2 do
   local entry, attempt = ARGV[i], ARGV[i + 1]
-  local key = KEYS[2 + (i - 3) / 2]
-  local owned = redis.call('XPENDING', KEYS[1], ARGV[1], entry, entry, 1, ARGV[2])
-  local f = redis.call('HMGET', key, 'state', 'attempt')
+  local key = KEYS[K_TASKS + n]
+  n = n + 1
+  local owned = redis.call('XPENDING', stream, group, entry, entry, 1, consumer)
+  local f = redis.call('HMGET', key, F_STATE, F_ATTEMPT)
   if #owned == 0 or f[1] ~= 'STARTED' or f[2] ~= attempt then
     lost[#lost + 1] = entry
   else
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, entry, 'JUSTID')
+    redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID')
   end
 end
 return lost

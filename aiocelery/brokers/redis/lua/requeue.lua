@@ -1,18 +1,18 @@
 -- requeue: move a dead-lettered task back to its queue, keeping its id; crash count reset.
 -- KEYS: 1 task hash, 2 stream, 3 dead stream
 -- ARGV: 1 dead entry id, 2 task id
-local state = redis.call('HGET', KEYS[1], 'state')
+local state = redis.call('HGET', KEYS[1], F_STATE)
 if not state then
   return {0, 'the task record is gone (expired or never stored); send the task again'}
 end
-if (redis.call('HGET', KEYS[1], 'payload') or '') == '' then  -- settle.lua empties it on SUCCESS
+if (redis.call('HGET', KEYS[1], F_PAYLOAD) or '') == '' then  -- settle.lua empties it on SUCCESS
   return {0, 'the task record has no payload left; send the task again'}
 end
 if state ~= 'DEAD' and state ~= 'FAILURE' then
   return {0, 'the task is ' .. state .. ', not dead'}
 end
 redis.call('PERSIST', KEYS[1])
-redis.call('HSET', KEYS[1], 'state', 'PENDING', 'crashes', 0, 'reason', '', 'error', '', 'result', '')
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[2])
+redis.call('HSET', KEYS[1], F_STATE, 'PENDING', F_CRASHES, 0, F_REASON, '', F_ERROR, '', F_RESULT, '')
+redis.call('XADD', KEYS[2], '*', E_ID, ARGV[2])
 redis.call('XDEL', KEYS[3], ARGV[1])
 return {1, 'PENDING'}

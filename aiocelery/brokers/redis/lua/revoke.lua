@@ -4,23 +4,22 @@
 -- KEYS: 1 task hash
 -- ARGV: 1 ttl ms, 2 done channel, 3 revoke channel, 4 '1' to terminate, 5 task id, 6 reason
 -- Returns the state after the call ('' when the task is unknown).
-local state = redis.call('HGET', KEYS[1], 'state')
+local state = redis.call('HGET', KEYS[1], F_STATE)
 if not state then
   return ''
 end
-if state == 'SUCCESS' or state == 'FAILURE' or state == 'DEAD' or state == 'REVOKED' then
+if READY_STATES[state] then
   return state
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'revoked', ARGV[6])
+local now = time_ms()
+redis.call('HSET', KEYS[1], F_REVOKED, ARGV[6])
 if state == 'STARTED' then
   if ARGV[4] == '1' then
     redis.call('PUBLISH', ARGV[3], ARGV[5])
   end
   return state
 end
-redis.call('HSET', KEYS[1], 'state', 'REVOKED', 'reason', ARGV[6], 'done_ms', now)
+redis.call('HSET', KEYS[1], F_STATE, 'REVOKED', F_REASON, ARGV[6], F_DONE_MS, now)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], 'REVOKED')
 return 'REVOKED'

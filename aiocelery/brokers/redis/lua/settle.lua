@@ -17,7 +17,7 @@
 -- 1 stored, 2 already stored by this attempt.
 -- KEYS: 1 task hash, 2 stream, 3 dead stream, 4 delayed zset, then for workflows: 3 per child
 --       (hash, stream, delayed), 1 per cascaded task (hash), and for a chord: the chord hash, the
---       callback's hash, stream and delayed, 3 per chord errback
+--       callback's hash, stream and delayed, 1 per chord-cascaded task (hash), 3 per chord errback
 -- ARGV: 1 group, 2 entry id, 3 attempt, 4 state, 5 result, 6 error json, 7 reason,
 --       8 ttl ms, 9 done channel, 10 task id, 11 worker, 12 countdown ms, 13 wake channel,
 --       14 '1' to dead-letter a FAILURE (retries exhausted), 15 workflow ops json or '',
@@ -25,6 +25,16 @@
 -- Acknowledged entries, per stream: one XACK and one XDEL per stream and call, after every settle
 -- (an XDEL of the stream's first entry rescans its node for the new first entry: once per call,
 -- not once per task).
+local K_TASK, K_STREAM, K_DEAD, K_DELAYED = 1, 2, 3, 4
+local UNIT_KEYS = 4                -- KEYS per settle in a merged call
+local K_WORKFLOW = UNIT_KEYS + 1   -- a lone settle's first workflow key
+local A_GROUP, A_ENTRY, A_ATTEMPT, A_STATE, A_RESULT, A_ERROR, A_REASON, A_TTL = 1, 2, 3, 4, 5, 6, 7, 8
+local A_DONE_CHANNEL, A_TASK_ID, A_WORKER, A_COUNTDOWN, A_WAKE, A_DEAD_LETTER, A_WF_OPS, A_PREFIX =
+  9, 10, 11, 12, 13, 14, 15, 16
+local UNIT_ARGS = 16               -- ARGV per settle
+
+local now = time_ms()
+
 local acks = {}
 local function ack(stream, entry)
   local ids = acks[stream]
@@ -42,13 +52,27 @@ local function flush_acks(group)
   end
 end
 
-local function settle(ko, ao, now)
-  local key, stream, dead, delayed = KEYS[ko + 1], KEYS[ko + 2], KEYS[ko + 3], KEYS[ko + 4]
-  local entry, attempt, state, result, err, reason = ARGV[ao + 2], ARGV[ao + 3], ARGV[ao + 4], ARGV[ao + 5],
-    ARGV[ao + 6], ARGV[ao + 7]
-  local ttl, done_channel, id, by_worker, countdown = ARGV[ao + 8], ARGV[ao + 9], ARGV[ao + 10], ARGV[ao + 11],
-    ARGV[ao + 12]
-  local wake, dead_letter, wf_ops, prefix = ARGV[ao + 13], ARGV[ao + 14], ARGV[ao + 15], ARGV[ao + 16]
+local units = #ARGV / UNIT_ARGS
+if units > 1 then
+  for u = 0, units - 1 do  -- checked before any write: Lua does not roll back
+    if ARGV[u * UNIT_ARGS + A_WF_OPS] ~= '' then
+      return redis.error_reply('settle.lua: a settle with workflow ops must come alone')
+    end
+  end
+end
+
+local out = {}
+local step_ops = nil  -- the ops of a workflow step that stored its final state (it came alone): run below
+-- settle u's key K_X is KEYS[k + K_X] and its argument A_X is ARGV[a + A_X] (offsets: no table per
+-- settle; in the main chunk: see prelude.lua)
+for u = 0, units - 1 do
+  local k, a = u * UNIT_KEYS, u * UNIT_ARGS
+  local key, stream, dead, delayed = KEYS[k + K_TASK], KEYS[k + K_STREAM], KEYS[k + K_DEAD], KEYS[k + K_DELAYED]
+  local entry, attempt, state = ARGV[a + A_ENTRY], ARGV[a + A_ATTEMPT], ARGV[a + A_STATE]
+  local result, err, reason = ARGV[a + A_RESULT], ARGV[a + A_ERROR], ARGV[a + A_REASON]
+  local ttl, done_channel, id = ARGV[a + A_TTL], ARGV[a + A_DONE_CHANNEL], ARGV[a + A_TASK_ID]
+  local by_worker, countdown, wake = ARGV[a + A_WORKER], ARGV[a + A_COUNTDOWN], ARGV[a + A_WAKE]
+  local dead_letter, wf_ops = ARGV[a + A_DEAD_LETTER], ARGV[a + A_WF_OPS]
   -- decode everything before the first write: Lua does not roll back
   local ops = nil
   if wf_ops ~= '' then
@@ -57,163 +81,151 @@ local function settle(ko, ao, now)
       ops.chord = nil
     end
   end
-  local cur = redis.call('HMGET', key, 'state', 'attempt', 'settled', 'name', 'queue', 'worker', 'created_ms',
-    'started_ms')
+  local cur = redis.call('HMGET', key, F_STATE, F_ATTEMPT, F_SETTLED, F_NAME, F_QUEUE, F_WORKER, F_CREATED_MS,
+    F_STARTED_MS)
   if cur[1] ~= 'STARTED' or cur[2] ~= attempt then
     if cur[3] == attempt .. ':' .. state then
       ack(stream, entry)
-      return 2
+      out[#out + 1] = 2
+    else
+      out[#out + 1] = 0
     end
-    return 0
-  end
-  ack(stream, entry)
-
-  if state == 'RETRY' or state == 'DEFER' then
+  elseif state == 'RETRY' or state == 'DEFER' then
+    ack(stream, entry)
     local due = now + tonumber(countdown)
     if state == 'RETRY' then
-      redis.call('HINCRBY', key, 'retries', 1)
-      redis.call('HSET', key, 'state', 'RETRY', 'error', err, 'due_ms', due, 'settled', attempt .. ':RETRY')
+      redis.call('HINCRBY', key, F_RETRIES, 1)
+      redis.call('HSET', key, F_STATE, 'RETRY', F_ERROR, err, F_DUE_MS, due, F_SETTLED, attempt .. ':RETRY')
     else
-      redis.call('HINCRBY', key, 'deferrals', 1)
-      redis.call('HSET', key, 'state', 'PENDING', 'due_ms', due, 'settled', attempt .. ':DEFER')
+      redis.call('HINCRBY', key, F_DEFERRALS, 1)
+      redis.call('HSET', key, F_STATE, 'PENDING', F_DUE_MS, due, F_SETTLED, attempt .. ':DEFER')
     end
     local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
     redis.call('ZADD', delayed, due, id)
     if first[2] == nil or due < tonumber(first[2]) then
       redis.call('PUBLISH', wake, due)
     end
-    return 1
-  end
-
-  if state == 'SUCCESS' then  -- the payload is not needed again: emptied in the same HSET (no HDEL)
-    redis.call('HSET', key, 'state', state, 'done_ms', now, 'result', result,
-      'error', err, 'reason', reason, 'settled', attempt .. ':' .. state, 'payload', '')
+    out[#out + 1] = 1
   else
-    redis.call('HSET', key, 'state', state, 'done_ms', now, 'result', result,
-      'error', err, 'reason', reason, 'settled', attempt .. ':' .. state)
+    ack(stream, entry)
+    if state == 'SUCCESS' then  -- the payload is not needed again: emptied in the same HSET (no HDEL)
+      redis.call('HSET', key, F_STATE, state, F_DONE_MS, now, F_RESULT, result,
+        F_ERROR, err, F_REASON, reason, F_SETTLED, attempt .. ':' .. state, F_PAYLOAD, '')
+    else
+      redis.call('HSET', key, F_STATE, state, F_DONE_MS, now, F_RESULT, result,
+        F_ERROR, err, F_REASON, reason, F_SETTLED, attempt .. ':' .. state)
+    end
+    redis.call('PEXPIRE', key, ttl)
+    if state == 'DEAD' or dead_letter == '1' then
+      redis.call('XADD', dead, '*', E_ID, id, E_NAME, cur[4] or '', E_REASON, reason,
+        E_TIME_MS, now, E_WORKER, by_worker, E_ERROR, err)
+    end
+    if #result + #err <= 8192 then
+      -- the whole final record rides on the notification: a waiting get() needs no read
+      local name, queue, worker = cur[4] or '', cur[5] or '', cur[6] or ''
+      redis.call('PUBLISH', done_channel, '\1' .. state .. ' ' .. attempt .. ' ' .. (cur[7] or '0') .. ' '
+        .. (cur[8] or '0') .. ' ' .. now .. ' ' .. #name .. ' ' .. #queue .. ' ' .. #worker .. ' ' .. #reason .. ' '
+        .. #err .. '\n' .. name .. queue .. worker .. reason .. err .. result)
+    else
+      redis.call('PUBLISH', done_channel, state)
+    end
+    step_ops = ops
+    out[#out + 1] = 1
   end
-  redis.call('PEXPIRE', key, ttl)
-  if state == 'DEAD' or dead_letter == '1' then
-    redis.call('XADD', dead, '*', 'id', id, 'name', cur[4] or '', 'reason', reason,
-      'time_ms', now, 'worker', by_worker, 'error', err)
+end
+
+if step_ops then
+  -- the workflow step came alone: its arguments are ARGV[A_X], its workflow keys KEYS[K_WORKFLOW]
+  -- onwards, in the order the header gives
+  local state, result, id = ARGV[A_STATE], ARGV[A_RESULT], ARGV[A_TASK_ID]
+  local ttl, prefix = ARGV[A_TTL], ARGV[A_PREFIX]
+  local k = K_WORKFLOW  -- the next workflow key
+
+  local function create(c)
+    local hk, sk, dk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    k = k + 3
+    local cur = redis.call('HMGET', hk, F_STATE, F_PLACEHOLDER)
+    if cur[1] and (cur[2] ~= '1' or cur[1] ~= 'PENDING') then
+      return
+    end
+    redis.call('HDEL', hk, F_PLACEHOLDER)
+    redis.call('PERSIST', hk)
+    redis.call('HSET', hk, F_NAME, c.name, F_QUEUE, c.queue, F_PAYLOAD, c.payload, F_STATE, 'PENDING',
+      F_ATTEMPT, 0, F_CRASHES, 0, F_CREATED_MS, now)
+    if c.wf ~= '' then
+      redis.call('HSET', hk, F_WF, c.wf)
+    end
+    if c.delay_ms > 0 then
+      redis.call('HSET', hk, F_DUE_MS, now + c.delay_ms)
+      redis.call('ZADD', dk, now + c.delay_ms, c.id)
+      redis.call('PUBLISH', prefix .. ':{' .. c.queue .. '}:wake', now + c.delay_ms)
+    else
+      redis.call('XADD', sk, '*', E_ID, c.id)
+    end
   end
-  if #result + #err <= 8192 then
-    -- the whole final record rides on the notification: a waiting get() needs no read
-    local name, queue, worker = cur[4] or '', cur[5] or '', cur[6] or ''
-    redis.call('PUBLISH', done_channel, '\1' .. state .. ' ' .. attempt .. ' ' .. (cur[7] or '0') .. ' ' .. (cur[8] or '0')
-      .. ' ' .. now .. ' ' .. #name .. ' ' .. #queue .. ' ' .. #worker .. ' ' .. #reason .. ' ' .. #err .. '\n'
-      .. name .. queue .. worker .. reason .. err .. result)
-  else
-    redis.call('PUBLISH', done_channel, state)
+
+  local function fail(fid, name, err)
+    local hk = KEYS[k]
+    k = k + 1
+    local cur = redis.call('HGET', hk, F_STATE)
+    if READY_STATES[cur] then
+      return
+    end
+    redis.call('HSET', hk, F_STATE, 'FAILURE', F_ERROR, err, F_DONE_MS, now, F_REASON, 'an earlier step failed')
+    if not cur then
+      redis.call('HSET', hk, F_NAME, name, F_QUEUE, '', F_ATTEMPT, 0, F_CREATED_MS, now)
+    end
+    redis.call('PEXPIRE', hk, ttl)
+    redis.call('PUBLISH', prefix .. ':done:' .. fid, 'FAILURE')
   end
-  if ops then
-    local k = 5
 
-    local function create(c)
-      local hk, sk, dk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-      k = k + 3
-      local cur = redis.call('HMGET', hk, 'state', 'placeholder')
-      if cur[1] and (cur[2] ~= '1' or cur[1] ~= 'PENDING') then
-        return
-      end
-      redis.call('HDEL', hk, 'placeholder')
-      redis.call('PERSIST', hk)
-      redis.call('HSET', hk, 'name', c.name, 'queue', c.queue, 'payload', c.payload, 'state', 'PENDING',
-        'attempt', 0, 'crashes', 0, 'created_ms', now)
-      if c.wf ~= '' then
-        redis.call('HSET', hk, 'wf', c.wf)
-      end
-      if c.delay_ms > 0 then
-        redis.call('HSET', hk, 'due_ms', now + c.delay_ms)
-        redis.call('ZADD', dk, now + c.delay_ms, c.id)
-        redis.call('PUBLISH', prefix .. ':{' .. c.queue .. '}:wake', now + c.delay_ms)
-      else
-        redis.call('XADD', sk, '*', 'id', c.id)
-      end
-    end
-
-    local function fail(id, name, err)
-      local hk = KEYS[k]
-      k = k + 1
-      local cur = redis.call('HGET', hk, 'state')
-      if cur == 'SUCCESS' or cur == 'FAILURE' or cur == 'DEAD' or cur == 'REVOKED' then
-        return
-      end
-      redis.call('HSET', hk, 'state', 'FAILURE', 'error', err, 'done_ms', now, 'reason', 'an earlier step failed')
-      if not cur then
-        redis.call('HSET', hk, 'name', name, 'queue', '', 'attempt', 0, 'created_ms', now)
-      end
-      redis.call('PEXPIRE', hk, ttl)
-      redis.call('PUBLISH', prefix .. ':done:' .. id, 'FAILURE')
-    end
-
-    for _, c in ipairs(ops.children) do
-      create(c)
-    end
-    for _, item in ipairs(ops.cascade) do
-      fail(item[1], item[2], ops.error)
-    end
-    if ops.chord then
-      local ch = KEYS[k]
-      local cb_keys = k + 1
-      k = k + 4
-      if state == 'SUCCESS' then
-        if redis.call('HSETNX', ch, 'r:' .. ops.chord.index, result) == 1 then
-          local done = redis.call('HINCRBY', ch, 'done', 1)
-          local total = tonumber(redis.call('HGET', ch, 'total') or '-1')
-          if done == total and not redis.call('HGET', ch, 'failed') then
-            local parts = {}
-            for i = 0, total - 1 do
-              parts[#parts + 1] = redis.call('HGET', ch, 'r:' .. i)
-            end
-            local cb = cjson.decode(redis.call('HGET', ch, 'cb'))
-            local body = cb.head
-            if not cb.immutable then
-              body = cb.head .. '[' .. table.concat(parts, ',') .. ']' .. cb.tail
-            end
-            local saved = k
-            k = cb_keys
-            create({id = cb.id, name = cb.name, queue = cb.queue, payload = body, delay_ms = cb.delay_ms, wf = cb.wf})
-            k = saved
+  for _, c in ipairs(step_ops.children) do
+    create(c)
+  end
+  for _, item in ipairs(step_ops.cascade) do
+    fail(item[1], item[2], step_ops.error)
+  end
+  if step_ops.chord then
+    local ch = KEYS[k]
+    local cb_keys = k + 1
+    k = k + 4
+    if state == 'SUCCESS' then
+      if redis.call('HSETNX', ch, C_RESULT .. step_ops.chord.index, result) == 1 then
+        local done = redis.call('HINCRBY', ch, C_DONE, 1)
+        local total = tonumber(redis.call('HGET', ch, C_TOTAL) or '-1')
+        if done == total and not redis.call('HGET', ch, C_FAILED) then
+          local parts = {}
+          for i = 0, total - 1 do
+            parts[#parts + 1] = redis.call('HGET', ch, C_RESULT .. i)
           end
-        end
-      elseif redis.call('HSETNX', ch, 'failed', id) == 1 then
-        local saved = k
-        k = cb_keys
-        fail(ops.chord.cb_id, ops.chord.cb_name, ops.error)
-        k = saved
-        for _, item in ipairs(ops.chord.cascade) do
-          fail(item[1], item[2], ops.error)
-        end
-        for _, eb in ipairs(cjson.decode(redis.call('HGET', ch, 'errbacks') or '[]')) do
-          local body = eb.head
-          if not eb.immutable then
-            body = eb.head .. cjson.encode(id) .. ',' .. ops.error .. eb.tail
+          local cb = cjson.decode(redis.call('HGET', ch, C_CB))
+          local body = cb.head
+          if not cb.immutable then
+            body = cb.head .. '[' .. table.concat(parts, ',') .. ']' .. cb.tail
           end
-          create({id = eb.id, name = eb.name, queue = eb.queue, payload = body, delay_ms = eb.delay_ms, wf = eb.wf})
+          local saved = k
+          k = cb_keys
+          create({id = cb.id, name = cb.name, queue = cb.queue, payload = body, delay_ms = cb.delay_ms, wf = cb.wf})
+          k = saved
         end
+      end
+    elseif redis.call('HSETNX', ch, C_FAILED, id) == 1 then
+      local saved = k
+      k = cb_keys
+      fail(step_ops.chord.cb_id, step_ops.chord.cb_name, step_ops.error)
+      k = saved
+      for _, item in ipairs(step_ops.chord.cascade) do
+        fail(item[1], item[2], step_ops.error)
+      end
+      for _, eb in ipairs(cjson.decode(redis.call('HGET', ch, C_ERRBACKS) or '[]')) do
+        local body = eb.head
+        if not eb.immutable then
+          body = eb.head .. cjson.encode(id) .. ',' .. step_ops.error .. eb.tail
+        end
+        create({id = eb.id, name = eb.name, queue = eb.queue, payload = body, delay_ms = eb.delay_ms, wf = eb.wf})
       end
     end
   end
-  return 1
 end
-
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local units = #ARGV / 16
-if units == 1 then
-  local done = settle(0, 0, now)
-  flush_acks(ARGV[1])
-  return {done}
-end
-for u = 0, units - 1 do  -- checked before any write: Lua does not roll back
-  if ARGV[u * 16 + 15] ~= '' then
-    return redis.error_reply('settle.lua: a settle with workflow ops must come alone')
-  end
-end
-local out = {}
-for u = 0, units - 1 do  -- by offset into KEYS and ARGV: no tables per settle
-  out[#out + 1] = settle(u * 4, u * 16, now)
-end
-flush_acks(ARGV[1])
+flush_acks(ARGV[A_GROUP])
 return out
