@@ -17,7 +17,7 @@ def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the whole test session, on a free port."""
     server = RedisServer().start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture

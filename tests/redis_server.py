@@ -53,6 +53,11 @@ class RedisServer:
         self.stop()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
+    def close(self) -> None:
+        """Stop for good and remove the working directory (``stop`` keeps it, for restarts)."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:
             return

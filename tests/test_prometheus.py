@@ -15,6 +15,8 @@ from aiocelery import App, TaskFailed
 from aiocelery.contrib.prometheus import PrometheusHooks, install, serve_metrics
 from aiocelery.wire.records import Delivery
 
+from .helpers import eventually
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -176,9 +178,11 @@ async def test_install_registers_and_serves_until_closed(app: App) -> None:
             assert await (await app.send_task("m.ok")).get(timeout=10) == "ok"
         samples = await scrape(url)
         assert value(samples, "aiocelery_tasks_total", task="m.ok", outcome="succeeded") == 1
-        while ("aiocelery_queue_depth", frozenset({("queue", "aiocelery")})) not in samples:
-            samples = await scrape(url)  # the refresher fills it in on its own
-            await asyncio.sleep(0.02)
+
+        async def depth_served() -> bool:  # the refresher fills it in on its own
+            return ("aiocelery_queue_depth", frozenset({("queue", "aiocelery")})) in await scrape(url)
+
+        assert await eventually(depth_served)
     finally:
         hooks.close()
     with pytest.raises(urllib.error.URLError):

@@ -251,7 +251,7 @@ async def test_a_redis_restart_is_ridden_out(key_prefix: str) -> None:
         await restart
     finally:
         await c.aclose()
-        server.stop()
+        server.close()
 
 
 async def test_a_closed_client_refuses(redis_url: str) -> None:

@@ -114,5 +114,6 @@ def test_upstream_down_means_reset() -> None:
     server = RedisServer().start()
     port = server.port
     server.stop(kill=True)
+    server.close()
     with FaultProxy(port) as p, client(p) as r, pytest.raises(redis.ConnectionError):
         r.ping()
