@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from aiocelery.brokers.redis.keys import GROUP, Keys
 
 from .conftest import make_config
 from .helpers import eventually, raw_redis
+from .redis_server import RedisServer
 
 
 def short_lease_app(redis_url: str, key_prefix: str, **changes: object) -> App:
@@ -230,3 +232,57 @@ async def test_deliveries_already_in_a_crash_are_reclaimed_one_at_a_time_and_run
             slots.wake()
             await asyncio.wait_for(running, 5.0)
             await rescuer.close()
+
+
+async def test_an_idle_worker_back_from_an_outage_lets_busy_workers_renew_first(tmp_path: Path,
+                                                                                 key_prefix: str) -> None:
+    """After an outage longer than a lease, every running delivery looks expired. A worker that
+    holds none renews nothing, so only its fetches tell it of the outage: it must still wait a
+    renewal interval before reclaiming, or it takes over a busy worker's running task."""
+    from aiocelery.worker.fetcher import Fetcher, Slots
+
+    server = RedisServer(persistent=True, workdir=tmp_path).start()
+    app = short_lease_app(server.url, key_prefix)
+
+    @app.task(name="job")
+    async def job() -> None:
+        return None
+
+    try:
+        async with app:
+            await app.broker.ensure_queues([app.config.default_queue])
+            sent = await job.delay()
+            busy = app.broker.consumer([app.config.default_queue], "busy:1:x", "busy")
+            [running] = await busy.fetch(1, 1.0)  # started by a worker that goes on running it
+            keeper = busy.lease_keeper()
+            idle = app.broker.consumer([app.config.default_queue], "idle:1:x", "idle")
+            slots, ready, stopping = Slots(4), asyncio.Queue[object](), asyncio.Event()
+            fetcher = Fetcher(idle, slots, block_s=0.05, lease_s=1.2, reclaim_interval_s=0.05,
+                              leases_healthy=lambda: True)  # holds nothing: its lease thread sees no outage
+            loop = asyncio.get_running_loop()
+            fetching = asyncio.ensure_future(fetcher.run(ready, stopping))  # type: ignore[arg-type]
+            try:
+                server.stop()
+                assert await eventually(lambda: _true(fetcher.outage))
+                await asyncio.sleep(1.5)  # the outage outlasts the lease: the delivery looks expired
+                await loop.run_in_executor(None, server.start)
+                assert await eventually(lambda: _true(not fetcher.outage), timeout=10)
+                # the busy worker's lease thread renews within its interval (lease / 3) of the return
+                assert await loop.run_in_executor(None, keeper.renew, [running]) == []
+                await asyncio.sleep(1.0)  # past the idle worker's wait, well inside the renewed lease
+                assert ready.empty(), "the idle worker took over a running task"
+                assert (await sent.record()).attempt == 1
+            finally:
+                stopping.set()
+                fetcher.interrupt()
+                slots.wake()
+                await asyncio.wait_for(fetching, 5.0)
+                await idle.close()
+                await busy.close()
+                keeper.close()
+    finally:
+        server.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -112,6 +112,8 @@ class Fetcher:
                 try:
                     deliveries = await self._take(min(free, self._batch))
                     backoff.reset()
+                    if self.outage:  # back after an outage: see _take
+                        self._next_reclaim = max(self._next_reclaim, time.monotonic() + self._lease_s / 3)
                     self.outage = False
                     self.last_ok = time.monotonic()
                 except Exception as exc:  # connection loss above all: a worker never stops consuming
@@ -134,8 +136,10 @@ class Fetcher:
 
     async def _take(self, free: int) -> list[Delivery]:
         taken: list[Delivery] = []
-        if time.monotonic() >= self._next_reclaim and self._leases_healthy():
-            # after an outage, our own leases are renewed (healthy) before we reclaim anyone's
+        if time.monotonic() >= self._next_reclaim and not self.outage and self._leases_healthy():
+            # after an outage, our own leases are renewed (healthy) before we reclaim anyone's; a
+            # worker holding none notices the outage by its fetches alone, so after one it waits a
+            # renewal interval (lease / 3) too: the busy workers renew theirs first
             taken = await self._consumer.reclaim(1, self._lease_s)
             # one reclaimed means more may be waiting: expired leases go before new work
             self._next_reclaim = time.monotonic() + (0 if taken else self._reclaim_every)
