@@ -65,7 +65,7 @@ class Connections:
 
 def connect(config: Config, clock: Clock | None = None) -> Connections:
     """Create (lazily connecting) clients for ``config``; ``clock`` only for memory://."""
-    scheme = config.broker.partition("://")[0]
+    scheme = config.broker.partition("://")[0].lower()
     builder = _BUILDERS.get(scheme)
     if builder is None:  # Config checks URLs when it is built; this guards a new scheme without a builder
         raise ConfigError(f"no broker is built for {scheme}:// URLs")
