@@ -10,6 +10,7 @@ import pytest
 
 from aiocelery import App, TaskFailed, current_task
 from aiocelery.brokers.redis.keys import GROUP, Keys
+from aiocelery.worker.fetcher import Fetcher, Slots
 
 from .conftest import make_config
 from .helpers import eventually, raw_redis
@@ -187,8 +188,6 @@ async def test_deliveries_already_in_a_crash_are_reclaimed_one_at_a_time_and_run
         redis_url: str, key_prefix: str) -> None:
     """Three tasks died twice together (as beside a task that kills its worker): a fetcher takes
     them back one at a time, and after each it fetches nothing more until its worker is idle."""
-    from aiocelery.worker.fetcher import Fetcher, Slots
-
     app = short_lease_app(redis_url, key_prefix)
 
     @app.task(name="job")
@@ -227,10 +226,7 @@ async def test_deliveries_already_in_a_crash_are_reclaimed_one_at_a_time_and_run
                 slots.give()
             assert sorted(d.task_id for d in took) == sorted(r.id for r in sent)
         finally:
-            stopping.set()
-            fetcher.interrupt()
-            slots.wake()
-            await asyncio.wait_for(running, 5.0)
+            await stop_fetcher(fetcher, slots, stopping, running)
             await rescuer.close()
 
 
@@ -239,8 +235,6 @@ async def test_an_idle_worker_back_from_an_outage_lets_busy_workers_renew_first(
     """After an outage longer than a lease, every running delivery looks expired. A worker that
     holds none renews nothing, so only its fetches tell it of the outage: it must still wait a
     renewal interval before reclaiming, or it takes over a busy worker's running task."""
-    from aiocelery.worker.fetcher import Fetcher, Slots
-
     server = RedisServer(persistent=True, workdir=tmp_path).start()
     app = short_lease_app(server.url, key_prefix)
 
@@ -273,10 +267,7 @@ async def test_an_idle_worker_back_from_an_outage_lets_busy_workers_renew_first(
                 assert ready.empty(), "the idle worker took over a running task"
                 assert (await sent.record()).attempt == 1
             finally:
-                stopping.set()
-                fetcher.interrupt()
-                slots.wake()
-                await asyncio.wait_for(fetching, 5.0)
+                await stop_fetcher(fetcher, slots, stopping, fetching)
                 await idle.close()
                 await busy.close()
                 keeper.close()
@@ -286,3 +277,11 @@ async def test_an_idle_worker_back_from_an_outage_lets_busy_workers_renew_first(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def stop_fetcher(fetcher: Fetcher, slots: Slots, stopping: asyncio.Event, running: asyncio.Future[None]) -> None:
+    """Stop a fetcher a test runs by hand, as the worker does at shutdown."""
+    stopping.set()
+    fetcher.interrupt()
+    slots.wake()
+    await asyncio.wait_for(running, 5.0)
