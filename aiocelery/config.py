@@ -15,18 +15,47 @@ from typing import Any
 from aiocelery._redis.connection import Target
 from aiocelery._redis.tls import VERIFY_MODES
 from aiocelery.exceptions import ConfigError
-from aiocelery.urls import TLSSettings, parse_url
+from aiocelery.urls import AmqpTarget, TLSSettings, parse_url
 from aiocelery.urls import redact_url as redact_url
+
+EXCHANGE_TYPES = ("direct", "topic")
+"""Exchange types aiocelery routes through: each task goes to the one queue it names."""
+QUEUE_TYPES = ("quorum", "classic")
 
 
 @dataclass(frozen=True, slots=True)
 class AMQPConfig:
-    """Machinery's AMQP block; kept for config compatibility (the Redis broker does not use it)."""
+    """Machinery's AMQP block, used by the RabbitMQ broker (``amqp://``); Redis brokers do not use it.
+
+    Each queue is declared durable and bound to ``exchange`` under its own name, and the default
+    queue also under ``binding_key``; tasks are published, persistent, with their queue's name as
+    routing key."""
 
     exchange: str = "aiocelery_exchange"
+    """The durable exchange tasks are published to (Machinery's Exchange)."""
     exchange_type: str = "direct"
+    """``direct`` (Machinery's default) or ``topic``: a task goes to the queue it names."""
     binding_key: str = "aiocelery_task"
-    prefetch_count: int = 1
+    """An extra binding of the default queue (Machinery's BindingKey)."""
+    prefetch_count: int = 0
+    """Unacknowledged messages a worker holds per queue; 0 (default): the worker's concurrency,
+    so a worker never holds more messages than it has free slots for."""
+    queue_type: str = "quorum"
+    """``quorum`` (replicated over a RabbitMQ cluster; the default) or ``classic``."""
+
+    def __post_init__(self) -> None:
+        if self.exchange_type not in EXCHANGE_TYPES:
+            raise ConfigError(f"amqp.exchange_type {self.exchange_type!r} is not supported: aiocelery sends each task "
+                              f"to the one queue it names, which a {self.exchange_type} exchange does not do; use "
+                              f"{' or '.join(EXCHANGE_TYPES)}")
+        if self.queue_type not in QUEUE_TYPES:
+            raise ConfigError(f"amqp.queue_type must be {' or '.join(QUEUE_TYPES)}, got {self.queue_type!r}")
+        if not self.exchange or not self.binding_key:
+            raise ConfigError("amqp.exchange and amqp.binding_key must not be empty (RabbitMQ's default exchange "
+                              "cannot be declared)")
+        if self.prefetch_count < 0:
+            raise ConfigError(f"amqp.prefetch_count must be >= 0 (0: the worker's concurrency), "
+                              f"got {self.prefetch_count}")
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -35,10 +64,12 @@ class Config:
 
     broker: str = "redis://127.0.0.1:6379/0"
     """Broker URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS),
-    ``unix:///path/to/redis.sock?db=N`` or ``memory://`` (see ``aiocelery.urls``)."""
+    ``unix:///path/to/redis.sock?db=N``, ``amqp://user:password@host:5672/vhost`` (RabbitMQ; TLS:
+    ``amqps://``) or ``memory://`` (see ``aiocelery.urls``)."""
     result_backend: str | None = None
-    """Result backend URL; ``None`` means the broker's. With Redis it must be the broker's Redis,
-    because a result is stored in the same atomic step that acknowledges the delivery."""
+    """Result backend URL; ``None`` means the broker's. With a Redis broker it must be the broker's
+    Redis, because a result is stored in the same atomic step that acknowledges the delivery. With
+    RabbitMQ it is required, a Redis URL: task records, results, delayed tasks and limits live there."""
     default_queue: str = "aiocelery"
     """Queue for tasks that name none (Machinery's DefaultQueue)."""
     result_ttl_s: float = 86_400.0
@@ -82,16 +113,22 @@ class Config:
     connect_timeout_s: float = 5.0
     """Longest time to connect to Redis, TLS handshake and AUTH included."""
     amqp: AMQPConfig = field(default_factory=AMQPConfig)
-    """Machinery's AMQP settings (exchange, type, binding key, prefetch); informational on Redis."""
+    """Machinery's AMQP settings (exchange, type, binding key, prefetch, queue type), used with
+    an ``amqp://`` broker; accepted and unused on Redis, so Machinery configurations load."""
     broker_target: Target | None = field(default=None, init=False, repr=False, compare=False)
-    """Where the Redis client connects for the broker, parsed from ``broker`` once (None: memory://)."""
+    """Where the Redis client connects for the broker, parsed from ``broker`` once (None: memory://
+    or RabbitMQ)."""
     backend_target: Target | None = field(default=None, init=False, repr=False, compare=False)
-    """Where the result backend's client connects (the broker's Redis; None: memory://)."""
+    """Where the result backend's client connects (the broker's Redis, or RabbitMQ's result
+    backend; None: memory://)."""
+    amqp_target: AmqpTarget | None = field(default=None, init=False, repr=False, compare=False)
+    """Where RabbitMQ is, parsed from an ``amqp://`` broker URL (None: another broker)."""
 
     def __post_init__(self) -> None:
         broker, backend = self._targets()
-        object.__setattr__(self, "broker_target", broker)
+        object.__setattr__(self, "broker_target", broker if isinstance(broker, Target) else None)
         object.__setattr__(self, "backend_target", backend)
+        object.__setattr__(self, "amqp_target", broker if isinstance(broker, AmqpTarget) else None)
         if not self.default_queue or any(c in self.default_queue for c in "{}: "):
             raise ConfigError(f"default_queue {self.default_queue!r} must be non-empty without '{{}}: '")
         for name in ("result_ttl_s", "send_timeout_s", "shutdown_grace_s", "fetch_block_s", "lease_s",
@@ -104,15 +141,21 @@ class Config:
         if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
             raise ConfigError(f"key_prefix {self.key_prefix!r} must be non-empty without braces")
 
-    def _targets(self) -> tuple[Target | None, Target | None]:
-        """Parse the broker and result backend URLs (once, here); the backend must be the broker's."""
+    def _targets(self) -> tuple[Target | AmqpTarget | None, Target | None]:
+        """Parse the broker and result backend URLs (once, here); the backend must be the broker's
+        (with RabbitMQ: a Redis)."""
         if self.ssl_cert_reqs not in VERIFY_MODES:
             raise ConfigError(f"ssl_cert_reqs must be one of {', '.join(VERIFY_MODES)}, got {self.ssl_cert_reqs!r}")
         tls = TLSSettings(self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile, self.ssl_cert_reqs)
         broker = parse_url("broker", self.broker, tls)
+        if isinstance(broker, AmqpTarget):
+            return broker, self._amqp_backend(tls)
         if self.result_backend is None:
             return broker, broker
         backend = parse_url("result_backend", self.result_backend, tls)
+        if isinstance(backend, AmqpTarget):
+            raise ConfigError(f"result_backend {redact_url(self.result_backend)!r} is an AMQP URL; RabbitMQ is a "
+                              "broker only: give a Redis URL as result_backend")
         if (broker is None) != (backend is None):
             raise ConfigError(
                 "broker and result_backend must both be memory:// or both be Redis "
@@ -125,6 +168,19 @@ class Config:
                 "script that acknowledges the delivery"
             )
         return broker, backend
+
+    def _amqp_backend(self, tls: TLSSettings) -> Target:
+        """With RabbitMQ as the broker, the result backend must be a Redis: records, results, the
+        delayed set and limits live there."""
+        if self.result_backend is None:
+            raise ConfigError(f"broker {redact_url(self.broker)!r} is RabbitMQ, which holds the queues only: set "
+                              "result_backend to a Redis URL (task records, results, delayed tasks and limits "
+                              "live there), as in result_backend='redis://127.0.0.1:6379/0'")
+        backend = parse_url("result_backend", self.result_backend, tls)
+        if not isinstance(backend, Target):
+            raise ConfigError(f"result_backend {redact_url(self.result_backend)!r} cannot go with a RabbitMQ broker: "
+                              "give a Redis URL (redis://, rediss:// or unix://)")
+        return backend
 
     def __repr__(self) -> str:
         fields = []
@@ -145,7 +201,12 @@ class Config:
     @property
     def is_memory(self) -> bool:
         """True when this config runs in-process on ``memory://``."""
-        return self.broker_target is None
+        return self.backend_target is None
+
+    @property
+    def is_amqp(self) -> bool:
+        """True when the broker is RabbitMQ (``amqp://`` or ``amqps://``)."""
+        return self.amqp_target is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, prefix: str = "AIOCELERY_") -> Config:

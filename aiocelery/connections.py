@@ -96,7 +96,37 @@ def _redis(config: Config, clock: Clock | None) -> Connections:
                        SystemClock(), (*TRANSIENT_ERRORS, RedisError), [hub.close, client.aclose])
 
 
+def _amqp(config: Config, clock: Clock | None) -> Connections:
+    """RabbitMQ for the queues, the Redis result backend for everything else (docs/delivery.md)."""
+    if clock is not None:
+        raise ConfigError("a custom clock (VirtualClock) works with memory:// only; the RabbitMQ broker keeps "
+                          "time on its Redis")
+    try:
+        from aiocelery.brokers.amqp.broker import AmqpBroker
+        from aiocelery.brokers.amqp.link import AMQP_ERRORS, AmqpLink
+        from aiocelery.brokers.amqp.operations import AmqpOperations
+    except ImportError as exc:  # aio-pika is the amqp extra
+        raise ConfigError(f"broker {config.broker.partition('://')[0]}:// needs aio-pika ({exc}); install it with "
+                          "pip install 'aiocelery[amqp]'") from exc
+    target, amqp = config.backend_target, config.amqp_target
+    assert target is not None and amqp is not None  # Config requires a Redis result backend with amqp://
+    client = command_client(target, config.max_connections, socket_timeout=config.socket_timeout_s,
+                            connect_timeout=config.connect_timeout_s)
+    hub = PubSubHub(target, connect_timeout=config.connect_timeout_s)
+    keys = Keys(config.key_prefix, streams=False)
+    ttl_ms = int(config.result_ttl_s * 1000)
+    store = RedisBroker(target, client, hub, keys, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes,
+                        send_timeout_s=config.send_timeout_s, socket_timeout_s=config.socket_timeout_s,
+                        connect_timeout_s=config.connect_timeout_s)
+    link = AmqpLink(amqp, config.amqp, config.default_queue, connect_timeout_s=config.connect_timeout_s)
+    broker = AmqpBroker(store, link, client, hub, keys, target, result_ttl_s=config.result_ttl_s,
+                        max_crashes=config.max_crashes, lease_s=config.lease_s, send_timeout_s=config.send_timeout_s)
+    return Connections(broker, RedisBackend(client, hub, keys), AmqpOperations(client, hub, keys, ttl_ms, link),
+                       RedisLimiter(client, keys), SystemClock(), (*TRANSIENT_ERRORS, RedisError, *AMQP_ERRORS),
+                       [hub.close, client.aclose])
+
+
 _BUILDERS: dict[str, Callable[[Config, Clock | None], Connections]] = {
-    "memory": _memory, "redis": _redis, "rediss": _redis, "unix": _redis,
+    "memory": _memory, "redis": _redis, "rediss": _redis, "unix": _redis, "amqp": _amqp, "amqps": _amqp,
 }
 """Builders by URL scheme."""

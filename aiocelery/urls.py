@@ -1,13 +1,15 @@
 """Broker and result-backend URLs: the one parser, driven by a table of schemes.
 
-``parse_url`` runs when a ``Config`` is built and turns a URL into the Redis client's ``Target``
-(None for ``memory://``). Any bad part raises ``ConfigError`` naming the field, the URL (its
-password redacted) and what to do. The forms::
+``parse_url`` runs when a ``Config`` is built and turns a URL into the Redis client's ``Target``,
+an ``AmqpTarget`` for RabbitMQ, or None for ``memory://``. Any bad part raises ``ConfigError``
+naming the field, the URL (its password redacted) and what to do. The forms::
 
     redis://[[user]:password@]host[:port][/db]
     rediss://[[user]:password@]host[:port][/db][?ssl_ca_certs=ca.pem&ssl_certfile=c.pem&ssl_keyfile=c.key
                                                   &ssl_cert_reqs=required|optional|none]
     unix://[[user]:password@]/path/to/redis.sock[?db=N]
+    amqp://[user:password@]host[:port][/vhost][?heartbeat=S]      (RabbitMQ; a result backend on Redis)
+    amqps://[user:password@]host[:port][/vhost][?heartbeat=S&ssl_ca_certs=...&ssl_cert_reqs=...]
     memory://
 
 ``redis://`` and ``rediss://`` also take the database as ``?db=N``. The TLS parameters may be
@@ -54,6 +56,23 @@ class TLSSettings:
 _NO_TLS_SETTINGS = TLSSettings()
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class AmqpTarget:
+    """Where an AMQP broker (RabbitMQ) is, as an ``amqp://`` or ``amqps://`` URL names it."""
+
+    host: str
+    port: int
+    vhost: str
+    username: str
+    password: str
+    tls: TLSOptions | None = None
+    heartbeat_s: int = 60
+    """AMQP heartbeat: a silent connection is dropped (and reopened) after about twice this."""
+
+    def __repr__(self) -> str:
+        return f"AmqpTarget({self.host!r}, {self.port}, vhost={self.vhost!r}, user={self.username!r}, tls={self.tls})"
+
+
 @dataclass(frozen=True, slots=True)
 class _Url:
     """A URL being parsed, and how to word an error about it."""
@@ -73,7 +92,7 @@ class Scheme:
     """One URL scheme: how its URLs become a Target, and the query parameters it takes."""
 
     name: str
-    build: Callable[[_Url, TLSSettings], Target | None] | None
+    build: Callable[[_Url, TLSSettings], Target | AmqpTarget | None] | None
     """None: planned, not supported yet."""
     params: tuple[str, ...] = ()
     tls: bool = False
@@ -82,8 +101,9 @@ class Scheme:
     """What it connects to, for the not-supported-yet error."""
 
 
-def parse_url(field: str, url: str, tls: TLSSettings = _NO_TLS_SETTINGS) -> Target | None:
-    """The Target that ``url`` (the Config field ``field``) names; None for ``memory://``.
+def parse_url(field: str, url: str, tls: TLSSettings = _NO_TLS_SETTINGS) -> Target | AmqpTarget | None:
+    """The Target (AmqpTarget for RabbitMQ) that ``url`` (the Config field ``field``) names; None
+    for ``memory://``.
 
     ``tls`` are the Config's TLS fields, combined with the URL's TLS parameters. TLS files must
     exist and load (the SSL context is built here, once). Raises ``ConfigError``.
@@ -144,7 +164,7 @@ def _check_params(u: _Url) -> None:
     for key, value in u.query.items():
         if key in TLS_PARAMS and not u.scheme.tls:
             raise u.error(f"sets {key}, but {u.scheme.name}:// connections do not use TLS",
-                          "use a rediss:// URL for TLS, or remove the parameter")
+                          "use a rediss:// (or amqps://) URL for TLS, or remove the parameter")
         if key not in u.scheme.params:
             takes = (f"{u.scheme.name}:// takes {', '.join(u.scheme.params)}" if u.scheme.params
                      else f"{u.scheme.name}:// takes no query parameters")
@@ -184,6 +204,25 @@ def _unix(u: _Url, tls: TLSSettings) -> Target:
     return Target(path=path, db=_db(u, None), username=username, password=password)
 
 
+def _amqp(u: _Url, tls: TLSSettings) -> AmqpTarget:
+    """``amqp://`` and ``amqps://``: RabbitMQ. The path is the virtual host ('/' when absent;
+    percent-encode a '/' in its name, as ``/%2F`` for the vhost '/'). Credentials default to
+    RabbitMQ's guest/guest, which RabbitMQ accepts from localhost only."""
+    host, port = _host_port(u, 5671 if u.scheme.tls else 5672)
+    path = u.parts.path
+    if path.count("/") > 1:
+        raise u.error(f"has path {path!r}", "only the virtual host may follow the host; write a '/' in its name "
+                      "as %2F, as in amqp://host:5672/%2F for the vhost '/'")
+    vhost = unquote(path[1:]) if len(path) > 1 else "/"
+    username = unquote(u.parts.username) if u.parts.username else "guest"
+    password = unquote(u.parts.password) if u.parts.password else ("guest" if not u.parts.username else "")
+    heartbeat = u.query.get("heartbeat", "60")
+    if not (heartbeat.isascii() and heartbeat.isdigit()) or not 0 < int(heartbeat) < 3600:
+        raise u.error(f"has heartbeat={heartbeat!r}", "give the AMQP heartbeat in whole seconds, 1 to 3599")
+    return AmqpTarget(host, port, vhost, username, password, _tls_options(u, tls) if u.scheme.tls else None,
+                      int(heartbeat))
+
+
 def _memory(u: _Url, tls: TLSSettings) -> None:
     """``memory://``: in-process, no Target."""
     if u.parts.netloc or u.parts.path:
@@ -197,7 +236,8 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
     Scheme("memory", _memory, what="in-process broker"),
     Scheme("redis+sentinel", None, what="Redis through Sentinel"),
     Scheme("redis+cluster", None, what="Redis Cluster"),
-    Scheme("amqp", None, what="an AMQP broker such as RabbitMQ"),
+    Scheme("amqp", _amqp, ("heartbeat",), what="RabbitMQ"),
+    Scheme("amqps", _amqp, ("heartbeat", *TLS_PARAMS), tls=True, what="RabbitMQ over TLS"),
 )}
 """Every scheme aiocelery knows, by name."""
 SUPPORTED = tuple(name for name, scheme in SCHEMES.items() if scheme.build is not None)
@@ -206,14 +246,14 @@ SUPPORTED = tuple(name for name, scheme in SCHEMES.items() if scheme.build is no
 # -- the parts ----------------------------------------------------------------------------------
 
 
-def _host_port(u: _Url) -> tuple[str, int]:
+def _host_port(u: _Url, default_port: int = 6379) -> tuple[str, int]:
     hostport = u.parts.netloc.rpartition("@")[2]
     after_host = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
     _, colon, text = after_host.partition(":")
     host = u.parts.hostname or "localhost"
     if not colon:
-        return host, 6379
-    fix = "give the port Redis listens on (1-65535), or leave it out for 6379"
+        return host, default_port
+    fix = f"give the port it listens on (1-65535), or leave it out for {default_port}"
     if ":" in text:
         raise u.error(f"has host {hostport!r} with several ':'", "write an IPv6 address in brackets, as in "
                       "redis://[::1]:6379/0")

@@ -9,6 +9,7 @@ import pytest
 
 from aiocelery import App, Config
 
+from . import rabbitmq, vhosts
 from .redis_server import RedisServer
 
 
@@ -18,6 +19,20 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _rabbitmq_vhosts() -> Iterator[None]:
+    """Deletes the RabbitMQ vhosts the session's tests used (``vhosts.fresh_vhost``) at its end."""
+    yield
+    vhosts.close_pool()
+
+
+@pytest.fixture
+def amqp_broker_url() -> str:
+    """``amqp://guest:guest@127.0.0.1:5672/<a vhost of this test's own>``; fails, never skips,
+    when RabbitMQ does not answer (``make rabbitmq`` installs and starts it)."""
+    return rabbitmq.amqp_url(vhosts.fresh_vhost())
 
 
 @pytest.fixture
@@ -33,20 +48,25 @@ def key_prefix() -> str:
 
 
 def make_config(kind: str, redis_url: str, key_prefix: str, **changes: object) -> Config:
-    """A Config for ``kind`` ("memory" or "redis") with a per-test key prefix."""
+    """A Config for ``kind`` ("memory", "redis", or "amqp": then ``redis_url`` is the result
+    backend and the broker a vhost of the test's own) with a per-test key prefix."""
+    if kind == "amqp":
+        changes.setdefault("broker", rabbitmq.amqp_url(vhosts.fresh_vhost()))
+        return Config(result_backend=redis_url, key_prefix=key_prefix, **changes)  # type: ignore[arg-type]
     broker = "memory://" if kind == "memory" else redis_url
     return Config(broker=broker, key_prefix=key_prefix, **changes)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "amqp"])
 def kind(request: pytest.FixtureRequest) -> str:
-    """Runs a test once on memory:// and once on the real Redis."""
+    """Runs a test once on memory://, once on the real Redis and once on RabbitMQ (with the Redis
+    as result backend)."""
     return str(request.param)
 
 
 @pytest.fixture
 async def app(kind: str, redis_server: RedisServer, key_prefix: str) -> AsyncIterator[App]:
-    """An App on memory:// or on the session Redis, closed after the test."""
+    """An App on memory://, on the session Redis or on RabbitMQ, closed after the test."""
     application = App(make_config(kind, redis_server.url, key_prefix, fetch_block_s=0.5))
     yield application
     await application.close()

@@ -1,7 +1,8 @@
 """Helpers shared by the test modules: app factories and looks behind the broker's back.
 
-The looks (dead letters, injected deliveries, raw Redis) read the same facts on memory:// and on
-Redis, so one test can assert them on both.
+The looks (dead letters, injected deliveries, raw Redis) read the same facts on memory://, on
+Redis and on RabbitMQ (whose records are in the Redis result backend), so one test can assert
+them on all.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ async def dead_letters(app: App, queue: str) -> list[dict[str, str]]:
     """The dead-letter entries of ``queue``: memory's list, or XRANGE of the Redis dead stream."""
     if app.config.is_memory:
         return [dict(entry) for entry in memory_store(app).dead.get(queue, [])]
-    async with raw_redis(app.config.broker) as client:
+    async with raw_redis(app.config.backend_url) as client:
         entries: Any = await client.xrange(Keys(app.config.key_prefix).dead(queue))
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
 
@@ -78,15 +79,34 @@ async def inject_delivery(app: App, queue: str, task_id: str) -> None:
     if app.config.is_memory:
         memory_store(app).add_ready(queue, task_id)
         return
-    async with raw_redis(app.config.broker) as client:
+    if app.config.is_amqp:
+        async with raw_redis(app.config.backend_url) as client:
+            pub = await client.hget(Keys(app.config.key_prefix).task(task_id), "pub")
+        await publish_raw(app, queue, b"%s %s" % (pub or b"0", task_id.encode()))
+        return
+    async with raw_redis(app.config.backend_url) as client:
         await client.xadd(Keys(app.config.key_prefix).stream(queue), {"id": task_id})
+
+
+async def publish_raw(app: App, queue: str, body: bytes) -> None:
+    """Publish ``body`` to ``queue`` on the app's RabbitMQ, by hand (persistent, confirmed)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(app.config.broker)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await app.broker.ensure_queues([queue])
+        await channel.default_exchange.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                               routing_key=queue)
+    finally:
+        await connection.close()
 
 
 async def subscriber_count(app: App, task_id: str) -> int:
     """How many listeners wait on ``task_id``'s done notification (memory) or channel (Redis)."""
     if app.config.is_memory:
         return len(memory_store(app).listeners.get(task_id, []))
-    async with raw_redis(app.config.broker) as client:
+    async with raw_redis(app.config.backend_url) as client:
         counts: Any = await client.pubsub_numsub(Keys(app.config.key_prefix).done(task_id))
     return int(counts[0][1])
 

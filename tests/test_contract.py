@@ -84,6 +84,15 @@ async def consumer(app: App) -> AsyncIterator[ConsumerFactory]:
         await c.close()
 
 
+async def crash(app: App, consumer: Consumer, task_id: str) -> None:
+    """What a worker's death leaves: on RabbitMQ its channel closes and the message is redelivered;
+    elsewhere its delivery is handed out again (as a reclaim of an expired lease does)."""
+    if app.config.is_amqp:
+        await consumer.close()
+    else:
+        await inject_delivery(app, QUEUE, task_id)
+
+
 async def fetch_one(c: Consumer) -> Delivery:
     deliveries = await c.fetch(10, 2.0)
     assert len(deliveries) == 1, deliveries
@@ -352,8 +361,9 @@ async def test_release_is_not_a_crash(apps: Apps) -> None:
 
 async def test_restarting_a_started_task_counts_crashes_until_dead(apps: Apps) -> None:
     # A delivery of a task that is still STARTED means its last attempt died without settling
-    # (on Redis a reclaim hands such an entry to another consumer). Past max_crashes it is poison.
-    app = apps(max_crashes=1)
+    # (on Redis a reclaim hands such an entry to another consumer; on RabbitMQ the redelivery waits
+    # for the dead attempt's lease to end: short here, and nobody renews it). Past max_crashes it is poison.
+    app = apps(max_crashes=1, lease_s=0.3)
     item = outgoing()
     task_id = item.message.id
     await app.broker.publish([item])
@@ -361,12 +371,12 @@ async def test_restarting_a_started_task_counts_crashes_until_dead(apps: Apps) -
     consumers = [new_consumer(app, f"c{n}") for n in range(3)]
     try:
         d1 = await fetch_one(consumers[0])
-        await inject_delivery(app, QUEUE, task_id)
+        await crash(app, consumers[0], task_id)
         d2 = await fetch_one(consumers[1])  # first crash: 1 <= max_crashes, runs again
         assert (d2.attempt, d2.redelivered) == (2, True)
         assert await app.broker.settle(d1, success("zombie")) is False  # the crashed attempt is fenced
 
-        await inject_delivery(app, QUEUE, task_id)
+        await crash(app, consumers[1], task_id)
         assert await consumers[2].fetch(10, 1.0) == []  # second crash: dead-lettered, not run
     finally:
         for c in consumers:
@@ -605,9 +615,10 @@ async def test_wait_raises_result_lost_when_the_record_vanishes(app: App) -> Non
         store.notify(task_id, "gone")
     else:
         keys = Keys(app.config.key_prefix)
-        async with raw_redis(app.config.broker) as client:
+        async with raw_redis(app.config.backend_url) as client:
             await client.delete(keys.task(task_id))
             await client.publish(keys.done(task_id), "gone")
     with pytest.raises(ResultLost) as info:
         await waiter
     assert info.value.task_id == task_id and task_id in str(info.value)
+

@@ -52,7 +52,7 @@ async def nothing_written(app: App) -> bool:
     if app.config.is_memory:
         store = memory_store(app)
         return not store.records and not any(store.ready.values()) and not any(store.delayed.values())
-    async with raw_redis(app.config.broker) as client:
+    async with raw_redis(app.config.backend_url) as client:
         keys: list[Any] = [k async for k in client.scan_iter(match=f"{app.config.key_prefix}:*")]
     return keys == []
 

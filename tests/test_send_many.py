@@ -22,7 +22,7 @@ async def queued(app: App, queue: str = "aiocelery") -> int:
     """How many deliveries wait in ``queue``, read behind the broker's back."""
     if app.config.broker.startswith("memory"):
         return len(memory_store(app).ready.get(queue, ()))
-    async with raw_redis(app.config.broker) as r:
+    async with raw_redis(app.config.backend_url) as r:
         return int(await r.xlen(f"{app.config.key_prefix}:{{{queue}}}:stream"))
 
 
@@ -39,7 +39,7 @@ async def test_results_come_back_in_order(app: App) -> None:
     assert values == [2 * i for i in range(2500)]
     assert await queued(app) == 0  # every entry acknowledged and deleted (settles batch both per stream)
     if not app.config.broker.startswith("memory"):
-        async with raw_redis(app.config.broker) as r:
+        async with raw_redis(app.config.backend_url) as r:
             pending = await r.xpending(f"{app.config.key_prefix}:{{aiocelery}}:stream", "aiocelery")
             assert pending["pending"] == 0, pending
 

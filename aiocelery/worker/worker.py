@@ -139,8 +139,9 @@ class Worker:
         return time.monotonic() - f.last_ok < 3 * self.app.config.fetch_block_s + 5
 
     def active(self) -> list[dict[str, Any]]:
-        """The tasks running now: id, name, attempt."""
-        return [{"id": r.delivery.task_id, "name": r.delivery.name, "attempt": r.delivery.run_number}
+        """The tasks running now: id, name, queue, attempt."""
+        return [{"id": r.delivery.task_id, "name": r.delivery.name, "queue": r.delivery.queue,
+                 "attempt": r.delivery.run_number}
                 for r in self._runs.values()]
 
     def _on_signal(self, sig: signal.Signals) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -62,16 +62,21 @@ class RedisBroker:
         """Run the enqueue script for each item: concurrent single sends share one script call,
         and many items go in one round trip (one script call per 256). Each round trip is bounded
         by ``send_timeout_s`` (TimeoutError)."""
+        replies = await self.enqueue(items)
+        return [_published(reply, item) for reply, item in zip(replies, items, strict=True)]
+
+    async def enqueue(self, items: Sequence[Outgoing]) -> list[Any]:
+        """enqueue.lua's reply for each item (its header says what each means)."""
         if len(items) == 1:
             keys: list[str] = []
             args: list[str | int | bytes] = []
             self._enqueue_unit(items[0], keys, args)
-            return [_published(await self._enqueue.call(keys, args), items[0])]
+            return [await self._enqueue.call(keys, args)]
         replies = await self._enqueue.run_units(items, self._enqueue_unit)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [_published(reply, item) for reply, item in zip(replies, items, strict=True)]
+        return replies
 
     def _enqueue_unit(self, item: Outgoing, keys: list[str], args: list[str | int | bytes]) -> None:
         """Append one message's 4 KEYS and 11 ARGV for enqueue.lua."""
@@ -198,29 +203,8 @@ class RedisBroker:
 
     async def promote_forever(self, queues: Sequence[str]) -> None:
         """Move due tasks to their streams; sleep until the next due time or a wake message."""
-        wake = asyncio.Event()
-
-        def on_wake(_data: bytes | None) -> None:
-            wake.set()
-
-        channels = [self._keys.wake(q) for q in queues]
-        for channel in channels:
-            await self._hub.subscribe(channel, on_wake)
-        backoff = ReconnectDelay()
-        try:
-            while True:
-                wake.clear()
-                try:
-                    sleep_s = await self._promote_all(queues)
-                    backoff.reset()
-                except OSError as exc:  # connection lost or silent
-                    sleep_s = backoff.next_delay()
-                    log.warning("promoting delayed tasks failed (%s); retrying in %.2f s", exc, sleep_s)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), sleep_s)
-        finally:
-            for channel in channels:
-                await asyncio.shield(self._hub.unsubscribe(channel, on_wake))
+        await on_wake_forever(self._hub, [self._keys.wake(q) for q in queues], lambda: self._promote_all(queues),
+                              "promoting delayed tasks")
 
     async def _promote_all(self, queues: Sequence[str]) -> float | None:
         """Promote every queue's due tasks; seconds until the next one is due (None: none is)."""
@@ -250,10 +234,39 @@ class RedisBroker:
         """Nothing of its own to close: the app closes the shared client and hub."""
 
 
+async def on_wake_forever(hub: PubSubHub, channels: Sequence[str], step: Callable[[], Awaitable[float | None]],
+                          what: str) -> None:
+    """Run ``step`` (it returns the seconds until it is due again, None: no time known), then
+    again when that time comes or a message arrives on one of ``channels``; back off while it
+    fails with a connection error. Runs until cancelled."""
+    wake = asyncio.Event()
+
+    def on_wake(_data: bytes | None) -> None:
+        wake.set()
+
+    for channel in channels:
+        await hub.subscribe(channel, on_wake)
+    backoff = ReconnectDelay()
+    try:
+        while True:
+            wake.clear()
+            try:
+                sleep_s = await step()
+                backoff.reset()
+            except OSError as exc:  # connection lost or silent
+                sleep_s = backoff.next_delay()
+                log.warning("%s failed (%s); retrying in %.2f s", what, exc, sleep_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), sleep_s)
+    finally:
+        for channel in channels:
+            await asyncio.shield(hub.unsubscribe(channel, on_wake))
+
+
 def _opt(value: int | None) -> int | str:
     return "" if value is None else value
 
 
 def _published(reply: Any, item: Outgoing) -> Published:
-    """enqueue.lua's reply: 1 (created), else {0 | 2, state, the id that stands for the message}."""
-    return Published(True, item.message.id) if reply == 1 else Published(False, reply[2].decode())
+    """enqueue.lua's reply: 1 or 3 (created), else {0 | 2, state, the id that stands for the message}."""
+    return Published(True, item.message.id) if isinstance(reply, int) else Published(False, reply[2].decode())

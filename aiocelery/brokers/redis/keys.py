@@ -7,6 +7,9 @@ Per queue ``Q`` (one hash tag, so a queue's stream, delayed set and dead letters
     <prefix>:{Q}:dead       STREAM  dead letters
     channel <prefix>:{Q}:wake       an earlier due time was added to ``delayed``
 
+With RabbitMQ as the broker (``Keys(streams=False)``) there is no stream: ``delayed`` also holds
+the tasks waiting to be published (see docs/delivery.md, "RabbitMQ").
+
 Per task (by id alone, so ``AsyncResult(id)`` in any process finds it without knowing the queue)::
 
     <prefix>:epoch          STRING  written by the first worker; gone = Redis lost its data
@@ -27,10 +30,13 @@ class Keys:
     """Key and channel names under one prefix."""
 
     prefix: str
+    streams: bool = True
+    """False where the queues live in another broker (RabbitMQ): ``stream`` is then '', which the
+    scripts read as "make the task ready for a relay to publish" (lua/prelude.lua, push_ready)."""
 
     def stream(self, queue: str) -> str:
-        """The queue's ready stream."""
-        return f"{self.prefix}:{{{queue}}}:stream"
+        """The queue's ready stream ('' when the queues are not in Redis)."""
+        return f"{self.prefix}:{{{queue}}}:stream" if self.streams else ""
 
     def delayed(self, queue: str) -> str:
         """The queue's delayed set."""

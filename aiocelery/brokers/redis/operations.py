@@ -111,8 +111,8 @@ class RedisOperations:
                                   f"`python -m aiocelery dead list -A <app> -Q {queue}`")
         task_id = found[0][1].get(b"id", b"").decode()
         ok, why = await self._client.run_script(
-            self._requeue, [self._keys.task(task_id), self._keys.stream(queue), self._keys.dead(queue)],
-            [entry_id, task_id])
+            self._requeue, [self._keys.task(task_id), self._keys.stream(queue), self._keys.dead(queue),
+                            self._keys.delayed(queue)], [entry_id, task_id, self._keys.wake(queue)])
         if not int(ok):
             raise DeadLetterError(f"cannot requeue task {task_id} (dead letter {entry_id} of queue {queue!r}): "
                                   f"{why.decode()}")

@@ -15,10 +15,11 @@ PRELUDE = (LUA / "prelude.lua").read_text("utf-8")
 before each script's own text. It ends with a newline, so a script starts on a line of its own."""
 
 
-def load_script(name: str) -> Script:
-    """``lua/<name>.lua`` after the prelude, as one text (loaded and called by its SHA1). Line
-    numbers in a Redis error count the prelude's lines first."""
-    return Script(name, PRELUDE + (LUA / f"{name}.lua").read_text("utf-8"))
+def load_script(name: str, directory: Path = LUA) -> Script:
+    """``<directory>/<name>.lua`` (this module's ``lua/`` by default) after the prelude, as one
+    text (loaded and called by its SHA1). Line numbers in a Redis error count the prelude's lines
+    first."""
+    return Script(name, PRELUDE + (directory / f"{name}.lua").read_text("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,9 @@
 -- KEYS: 1 task hash, 2 stream, 3 delayed zset, 4 dedup key (unused when ARGV[9] is '')
 -- ARGV: 1 task id, 2 name, 3 queue, 4 payload, 5 delay ms, 6 eta ms or '', 7 wake channel,
 --       8 expires ms or '', 9 dedup ttl ms or '', 10 expires-in ms or '', 11 workflow json or ''
--- Returns per message 1 (created), or {0 this id exists | 2 deduplicated, state, task id}.
+-- Returns per message 1 (created), or {0 this id exists | 2 deduplicated, state, task id}; with the
+-- stream key '' (RabbitMQ), 3 for a task created ready: the caller publishes it as publication 1,
+-- held for it in the delayed set (see RELAY_CLAIM_MS in prelude.lua).
 -- The record gets no attempt or crash count: absent reads as 0 (begin.lua writes both).
 local K_TASK, K_STREAM, K_DELAYED, K_DEDUP = 1, 2, 3, 4
 local UNIT_KEYS = 4
@@ -55,10 +57,15 @@ for i = 0, #KEYS / UNIT_KEYS - 1 do
       if first[2] == nil or due < tonumber(first[2]) then
         redis.call('PUBLISH', ARGV[a + A_WAKE], due)
       end
+      out[#out + 1] = 1
+    elseif KEYS[k + K_STREAM] == '' then
+      redis.call('HSET', key, F_PUB, 1)
+      redis.call('ZADD', KEYS[k + K_DELAYED], now + RELAY_CLAIM_MS, id)
+      out[#out + 1] = 3
     else
       redis.call('XADD', KEYS[k + K_STREAM], '*', E_ID, id)
+      out[#out + 1] = 1
     end
-    out[#out + 1] = 1
   end
 end
 return out

@@ -38,6 +38,8 @@ local F_ENTRY = 'entry'              -- the stream entry the current attempt run
 local F_CONSUMER = 'consumer'
 local F_SETTLED = 'settled'          -- '<attempt>:<state>' of the last settle
 local F_PLACEHOLDER = 'placeholder'  -- '1' on a workflow step's record made before the step is sent
+local F_PUB = 'pub'                  -- RabbitMQ only: the publication a delivery must carry to start
+local F_LEASE = 'lease_ms'           -- RabbitMQ only: until when the running attempt's worker holds it
 
 -- Stream entries' fields: a queue's entry holds the task id alone; a dead letter also the reason,
 -- the time and the worker, and where known the task's name and the error.
@@ -56,3 +58,19 @@ local C_ERRBACKS = 'errbacks'
 local C_CASCADE = 'cascade'          -- stored by chord_open.lua; settle.lua reads a chord's cascade from its ops
 local C_FAILED = 'failed'            -- the id of the first member that failed
 local C_RESULT = 'r:'                -- then the member's index: its result
+
+-- On RabbitMQ the queue is not in Redis: a queue's "stream" key is '' (brokers/redis/keys.py,
+-- Keys(streams=False)), and a task made ready goes to the delayed set due now, for a relay to
+-- publish (docs/delivery.md, "RabbitMQ"). A sender publishes its own tasks at once: it holds them
+-- in the delayed set until RELAY_CLAIM_MS later (half a ms past the integer due times of retries,
+-- so a claim's score is never a due time), and a relay publishes them only if the sender did not.
+local RELAY_CLAIM_MS = 30000.5
+
+local function push_ready(stream, delayed, wake, id, now)
+  if stream == '' then
+    redis.call('ZADD', delayed, now, id)
+    redis.call('PUBLISH', wake, now)
+  else
+    redis.call('XADD', stream, '*', E_ID, id)
+  end
+end

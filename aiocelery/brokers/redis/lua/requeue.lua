@@ -1,6 +1,6 @@
 -- requeue: move a dead-lettered task back to its queue, keeping its id; crash count reset.
--- KEYS: 1 task hash, 2 stream, 3 dead stream
--- ARGV: 1 dead entry id, 2 task id
+-- KEYS: 1 task hash, 2 stream ('' on RabbitMQ), 3 dead stream, 4 delayed zset
+-- ARGV: 1 dead entry id, 2 task id, 3 wake channel
 local state = redis.call('HGET', KEYS[1], F_STATE)
 if not state then
   return {0, 'the task record is gone (expired or never stored); send the task again'}
@@ -13,6 +13,6 @@ if state ~= 'DEAD' and state ~= 'FAILURE' then
 end
 redis.call('PERSIST', KEYS[1])
 redis.call('HSET', KEYS[1], F_STATE, 'PENDING', F_CRASHES, 0, F_REASON, '', F_ERROR, '', F_RESULT, '')
-redis.call('XADD', KEYS[2], '*', E_ID, ARGV[2])
+push_ready(KEYS[2], KEYS[4], ARGV[3], ARGV[2], time_ms())
 redis.call('XDEL', KEYS[3], ARGV[1])
 return {1, 'PENDING'}

@@ -37,6 +37,9 @@ local now = time_ms()
 
 local acks = {}
 local function ack(stream, entry)
+  if stream == '' then  -- RabbitMQ: the caller acknowledges on its channel after this script
+    return
+  end
   local ids = acks[stream]
   if not ids then
     ids = {}
@@ -100,6 +103,9 @@ for u = 0, units - 1 do
       redis.call('HINCRBY', key, F_DEFERRALS, 1)
       redis.call('HSET', key, F_STATE, 'PENDING', F_DUE_MS, due, F_SETTLED, attempt .. ':DEFER')
     end
+    if stream == '' then  -- RabbitMQ: a redelivery of this attempt's message must not start it again
+      redis.call('HSET', key, F_PUB, '')
+    end
     local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
     redis.call('ZADD', delayed, due, id)
     if first[2] == nil or due < tonumber(first[2]) then
@@ -155,12 +161,13 @@ if step_ops then
     if c.wf ~= '' then
       redis.call('HSET', hk, F_WF, c.wf)
     end
+    local wake = prefix .. ':{' .. c.queue .. '}:wake'
     if c.delay_ms > 0 then
       redis.call('HSET', hk, F_DUE_MS, now + c.delay_ms)
       redis.call('ZADD', dk, now + c.delay_ms, c.id)
-      redis.call('PUBLISH', prefix .. ':{' .. c.queue .. '}:wake', now + c.delay_ms)
+      redis.call('PUBLISH', wake, now + c.delay_ms)
     else
-      redis.call('XADD', sk, '*', E_ID, c.id)
+      push_ready(sk, dk, wake, c.id, now)
     end
   end
 
