@@ -205,22 +205,23 @@ def _unix(u: _Url, tls: TLSSettings) -> Target:
 
 
 def _amqp(u: _Url, tls: TLSSettings) -> AmqpTarget:
-    """``amqp://`` and ``amqps://``: RabbitMQ. The path is the virtual host ('/' when absent;
-    percent-encode a '/' in its name, as ``/%2F`` for the vhost '/'). Credentials default to
-    RabbitMQ's guest/guest, which RabbitMQ accepts from localhost only."""
+    """``amqp://`` and ``amqps://``: RabbitMQ. The path is the virtual host ('/' when absent or
+    ``//`` as Celery writes it; percent-encode a '/' in a name, as ``/%2F`` for the vhost '/').
+    Credentials default to RabbitMQ's guest/guest, which RabbitMQ accepts from localhost only."""
     host, port = _host_port(u, 5671 if u.scheme.tls else 5672)
-    path = u.parts.path
+    path = "/%2F" if u.parts.path == "//" else u.parts.path  # Celery's amqp://host// names the vhost '/'
     if path.count("/") > 1:
         raise u.error(f"has path {path!r}", "only the virtual host may follow the host; write a '/' in its name "
                       "as %2F, as in amqp://host:5672/%2F for the vhost '/'")
     vhost = unquote(path[1:]) if len(path) > 1 else "/"
-    username = unquote(u.parts.username) if u.parts.username else "guest"
-    password = unquote(u.parts.password) if u.parts.password else ("guest" if not u.parts.username else "")
+    username, password = _credentials(u)
+    if username is None and password is not None:
+        raise u.error("has a password but no user", "write amqp://user:password@host (RabbitMQ needs both)")
     heartbeat = u.query.get("heartbeat", "60")
     if not (heartbeat.isascii() and heartbeat.isdigit()) or not 0 < int(heartbeat) < 3600:
         raise u.error(f"has heartbeat={heartbeat!r}", "give the AMQP heartbeat in whole seconds, 1 to 3599")
-    return AmqpTarget(host, port, vhost, username, password, _tls_options(u, tls) if u.scheme.tls else None,
-                      int(heartbeat))
+    return AmqpTarget(host, port, vhost, username or "guest", password or "guest",
+                      _tls_options(u, tls) if u.scheme.tls else None, int(heartbeat))
 
 
 def _memory(u: _Url, tls: TLSSettings) -> None:
@@ -297,9 +298,9 @@ def _credentials(u: _Url) -> tuple[str | None, str | None]:
     username = unquote(u.parts.username) if u.parts.username else None
     password = unquote(u.parts.password) if u.parts.password else None
     if username is not None and password is None:
+        alone = "" if u.scheme.name.startswith("amqp") else " (or :password@ alone for the default user)"
         raise u.error(f"has user {username!r} but no password",
-                      f"Redis AUTH needs both: write {u.scheme.name}://user:password@host (or :password@ alone "
-                      "for the default user)")
+                      f"{u.scheme.what} needs both: write {u.scheme.name}://user:password@host{alone}")
     return username, password
 
 

@@ -26,7 +26,7 @@ def test_defaults_are_valid_and_documented() -> None:
     assert not config.is_memory
     assert config.amqp == AMQPConfig()
     assert (config.amqp.exchange, config.amqp.exchange_type, config.amqp.binding_key, config.amqp.prefetch_count) == (
-        "aiocelery_exchange", "direct", "aiocelery_task", 1)
+        "aiocelery_exchange", "direct", "aiocelery_task", 0)
     for f in dataclasses.fields(Config):
         assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, f.name
 
@@ -47,7 +47,7 @@ def test_accepted_broker_schemes(url: str) -> None:
     assert Config(broker=url).broker == url
 
 
-@pytest.mark.parametrize("url", ["http://h:6379/0", "amqp://guest@h//", "h:6379", "", "redis+sentinel://h/0"])
+@pytest.mark.parametrize("url", ["http://h:6379/0", "amqp1://guest@h//", "h:6379", "", "redis+sentinel://h/0"])
 def test_bad_broker_scheme(url: str) -> None:
     with pytest.raises(ConfigError, match="broker") as info:
         Config(broker=url)
@@ -263,7 +263,11 @@ BAD_URLS = [
     ("redis+sentinel://h/0", "redis+sentinel:// (Redis through Sentinel), which aiocelery does not support yet",
      "redis://, rediss://, unix://, memory://"),
     ("redis+cluster://h/0", "does not support yet", "redis://, rediss://, unix://, memory://"),
-    ("amqp://guest@h//", "does not support yet", "redis://, rediss://, unix://, memory://"),
+    ("amqp://guest@h//", "has user 'guest' but no password", "write amqp://user:password@host"),
+    ("amqp://h/a/b", "has path '/a/b'", "%2F"),
+    ("amqp://h:0/", "has port 0", "leave it out for 5672"),
+    ("amqp://h/?heartbeat=0", "has heartbeat='0'", "whole seconds"),
+    ("amqp://h/?db=1", "has unknown query parameter 'db'", "amqp:// takes heartbeat"),
     ("postgres://h/db", "has scheme 'postgres://', which aiocelery does not know", "redis://, rediss://"),
     ("h:6379", "has no scheme", "redis://, rediss://, unix://, memory://"),
 ]
@@ -418,3 +422,50 @@ def test_from_env_reads_the_tls_fields_and_timeouts(certs: TLSFiles) -> None:
     with pytest.raises(ConfigError, match="socket_timeout_s must be a float, got 'soon'"):
         Config.from_env({"AIOCELERY_SOCKET_TIMEOUT_S": "soon"})
 
+
+
+@pytest.mark.parametrize(("url", "host", "port", "vhost", "user"), [
+    ("amqp://guest:guest@127.0.0.1:5672/", "127.0.0.1", 5672, "/", "guest"),
+    ("amqp://h", "h", 5672, "/", "guest"),
+    ("amqp://u:p@h//", "h", 5672, "/", "u"),  # Celery's form of the vhost '/'
+    ("amqp://u:p@h/%2F", "h", 5672, "/", "u"),
+    ("amqp://u:p%40x@h:5999/prod", "h", 5999, "prod", "u"),
+    ("amqps://u:p@h/v", "h", 5671, "v", "u"),
+])
+def test_amqp_urls_name_rabbitmq_and_need_a_redis_result_backend(url: str, host: str, port: int, vhost: str,
+                                                                 user: str) -> None:
+    config = Config(broker=url, result_backend="redis://r:6380/2")
+    target = config.amqp_target
+    assert target is not None and (target.host, target.port, target.vhost, target.username) == (host, port, vhost,
+                                                                                                  user)
+    assert (target.tls is not None) == url.startswith("amqps")
+    assert config.is_amqp and not config.is_memory and config.broker_target is None
+    assert config.backend_target == Target(host="r", port=6380, db=2)
+    assert "p@x" not in repr(target) and "p@x" not in repr(config)
+
+
+@pytest.mark.parametrize(("backend", "problem"), [
+    (None, "set result_backend to a Redis URL"),
+    ("memory://", "give a Redis URL"),
+    ("amqp://h/", "give a Redis URL"),
+])
+def test_a_rabbitmq_broker_needs_a_redis_result_backend(backend: str | None, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        Config(broker="amqp://h/", result_backend=backend)
+
+
+def test_a_redis_broker_refuses_an_amqp_result_backend() -> None:
+    with pytest.raises(ConfigError, match="RabbitMQ is a broker only"):
+        Config(broker="redis://h/0", result_backend="amqp://h/")
+
+
+@pytest.mark.parametrize(("changes", "problem"), [
+    ({"exchange_type": "fanout"}, "a fanout exchange does not do"),
+    ({"exchange_type": "headers"}, "use direct or topic"),
+    ({"queue_type": "stream"}, "quorum or classic"),
+    ({"exchange": ""}, "must not be empty"),
+    ({"prefetch_count": -1}, "prefetch_count must be >= 0"),
+])
+def test_amqp_block_values_are_checked(changes: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        AMQPConfig(**changes)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 -- unclaim (RabbitMQ): after RabbitMQ confirmed publications, drop the claims that held them in the
 -- delayed set: each only while its publication is still the task's current one and its score is
 -- still a claim's (fractional: see RELAY_CLAIM_MS). A task that meanwhile ran and went back to the
--- delayed set to retry (publication cleared, an integer due time) keeps its place.
+-- delayed set to retry (a newer publication number, an integer due time) keeps its place.
 -- KEYS: 1 delayed zset
 -- ARGV: 1 task key prefix (the task hashes are not in KEYS), then pairs: task id, publication
 local removed = 0

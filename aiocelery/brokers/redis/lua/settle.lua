@@ -103,8 +103,8 @@ for u = 0, units - 1 do
       redis.call('HINCRBY', key, F_DEFERRALS, 1)
       redis.call('HSET', key, F_STATE, 'PENDING', F_DUE_MS, due, F_SETTLED, attempt .. ':DEFER')
     end
-    if stream == '' then  -- RabbitMQ: a redelivery of this attempt's message must not start it again
-      redis.call('HSET', key, F_PUB, '')
+    if stream == '' then  -- RabbitMQ: this attempt's message goes stale (a redelivery must not start it)
+      redis.call('HINCRBY', key, F_PUB, 1)
     end
     local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
     redis.call('ZADD', delayed, due, id)
