@@ -2,7 +2,8 @@
 
 Picks a broker: ``$AIOCELERY_BROKER`` if set; else a throwaway ``redis-server`` on a free port
 (when the binary is installed); else Redis on 127.0.0.1:6379 if one answers; else ``memory://``
-with the worker in this process (it says so). Then starts
+with the worker in this process (it says so). With RabbitMQ (``AIOCELERY_BROKER=amqp://...``) the
+result backend is ``$AIOCELERY_RESULT_BACKEND``, else a throwaway ``redis-server`` as above. Then starts
 ``python -m aiocelery worker -A examples.seed_example:app``, runs Machinery's client, and stops
 the worker with SIGTERM (it exits 0).
 """
@@ -39,9 +40,10 @@ def _answers(port: int) -> bool:
         return False
 
 
-def start_redis() -> tuple[str, subprocess.Popen[bytes] | None]:
-    """A broker URL, and the redis-server process this demo started (if any)."""
-    if os.environ.get("AIOCELERY_BROKER"):
+def start_redis(*, for_results: bool = False) -> tuple[str, subprocess.Popen[bytes] | None]:
+    """A broker URL (or with ``for_results``, a Redis for results), and the redis-server process
+    this demo started (if any)."""
+    if os.environ.get("AIOCELERY_BROKER") and not for_results:
         return os.environ["AIOCELERY_BROKER"], None
     binary = shutil.which("redis-server")
     if binary:
@@ -62,9 +64,11 @@ def start_redis() -> tuple[str, subprocess.Popen[bytes] | None]:
     return "memory://", None
 
 
-def run_on_redis(url: str) -> int:
+def run_on_redis(url: str, results: str | None = None) -> int:
     env = {**os.environ, "AIOCELERY_BROKER": url, "AIOCELERY_KEY_PREFIX": f"demo-{uuid.uuid4().hex[:8]}",
            "PYTHONPATH": str(ROOT)}
+    if results:
+        env["AIOCELERY_RESULT_BACKEND"] = results
     worker = subprocess.Popen([sys.executable, "-m", "aiocelery", "worker", "-A", "examples.seed_example:app",
                                "-n", "worker@localhost", "-c", "10"], cwd=ROOT, env=env)
     try:
@@ -94,15 +98,25 @@ async def run_in_memory() -> None:
 
 def main() -> int:
     url, proc = start_redis()
+    results, results_proc = None, None
     try:
         if url == "memory://":
             asyncio.run(run_in_memory())
             return 0
-        return run_on_redis(url)
+        if url.lower().startswith("amqp"):
+            results = os.environ.get("AIOCELERY_RESULT_BACKEND")
+            if not results:
+                results, results_proc = start_redis(for_results=True)
+                if results == "memory://":
+                    raise SystemExit("demo: RabbitMQ needs a Redis result backend: install redis-server or set "
+                                     "AIOCELERY_RESULT_BACKEND=redis://...")
+            print("demo: RabbitMQ broker, Redis result backend", flush=True)
+        return run_on_redis(url, results)
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
+        for p in (proc, results_proc):
+            if p is not None:
+                p.terminate()
+                p.wait(10)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from aiocelery import AMQPConfig, App, Arg, Config, Signature
 
 cnf = Config(
     broker=os.environ.get("AIOCELERY_BROKER", "redis://127.0.0.1:6379/0"),
+    result_backend=os.environ.get("AIOCELERY_RESULT_BACKEND") or None,  # required with amqp://: a Redis URL
     default_queue="machinery_tasks",
     key_prefix=os.environ.get("AIOCELERY_KEY_PREFIX", "aiocelery"),
     amqp=AMQPConfig(exchange="machinery_exchange", exchange_type="direct", binding_key="machinery_task"),

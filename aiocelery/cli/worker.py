@@ -77,10 +77,13 @@ def banner(spec: str, worker: Worker, loop_name: str) -> str:
     """The startup summary printed before the worker starts."""
     app = worker.app
     tasks = "\n".join(f"    . {name}" for name in app.registry) or "    (none registered!)"
+    config = app.config
+    results = f"  results:     {redact_url(config.backend_url)}\n" if config.backend_url != config.broker else ""
     return (
         f"aiocelery {__version__} worker {worker.name}\n"
         f"  app:         {spec}\n"
         f"  broker:      {redact_url(app.config.broker)}\n"
+        f"{results}"
         f"  queues:      {', '.join(worker.queues)}\n"
         f"  concurrency: {worker.concurrency} (async tasks on the loop, def tasks in {worker.concurrency} threads)\n"
         f"  loop:        {loop_name}\n"

@@ -1,0 +1,175 @@
+"""What only the RabbitMQ broker does: the topology it declares, held redeliveries, the relay that
+publishes what a failed send left behind, queue numbers and purge through RabbitMQ, and the
+errors a user sees when RabbitMQ cannot be reached. Everything else runs in the kind-parametrized
+suites (test_contract, test_canvas, test_time, test_errors, ...) on RabbitMQ too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aiocelery import AMQPConfig, App, ConfigError, SendError
+from aiocelery.brokers.amqp.broker import AmqpBroker
+from aiocelery.brokers.amqp.link import message_body, parse_body
+from aiocelery.brokers.redis.keys import Keys
+
+from . import rabbitmq, vhosts
+from .conftest import make_config
+from .helpers import inject_delivery, publish_raw, raw_redis
+from .test_contract import fetch_one, new_consumer, outgoing, success
+
+QUEUE = "contract"
+
+
+@pytest.fixture
+async def app(redis_url: str, key_prefix: str) -> AsyncIterator[App]:
+    application = App(make_config("amqp", redis_url, key_prefix, fetch_block_s=0.5))
+    yield application
+    await application.close()
+
+
+def vhost_of(app: App) -> str:
+    target = app.config.amqp_target
+    assert target is not None
+    return target.vhost
+
+
+def test_message_bodies_round_trip_and_refuse_what_is_not_ours() -> None:
+    assert parse_body(message_body("a b", 7)) == ("a b", "7")
+    for body in (b"", b"7", b"x 1", b"7 ", b"-1 id", b"7 \xff", b"1 " + b"x" * 2000):
+        assert parse_body(body) is None, body
+
+
+async def test_queues_are_durable_quorum_queues_bound_by_name_and_binding_key(redis_url: str,
+                                                                             key_prefix: str) -> None:
+    settings = AMQPConfig(exchange="machinery_exchange", binding_key="machinery_task")
+    async with App(make_config("amqp", redis_url, key_prefix, default_queue="machinery_tasks",
+                               amqp=settings)) as app:
+        await app.broker.ensure_queues(["machinery_tasks", "other"])
+        vhost = vhost_of(app)
+        listed = rabbitmq.rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name", "type", "durable")
+        rows = {tuple(line.split("\t")) for line in listed.splitlines() if line.strip()}
+        assert rows == {("machinery_tasks", "quorum", "true"), ("other", "quorum", "true")}
+        bindings = rabbitmq.rabbitmqctl("list_bindings", "-p", vhost, "--no-table-headers", "source_name",
+                                        "destination_name", "routing_key")
+        found = {tuple(line.split("\t")) for line in bindings.splitlines() if line.startswith("machinery_exchange")}
+        assert found == {("machinery_exchange", "machinery_tasks", "machinery_tasks"),
+                         ("machinery_exchange", "machinery_tasks", "machinery_task"),
+                         ("machinery_exchange", "other", "other")}
+
+
+async def test_a_queue_declared_otherwise_is_a_config_error_that_says_what_to_do(redis_url: str,
+                                                                                 key_prefix: str) -> None:
+    config = make_config("amqp", redis_url, key_prefix)
+    async with App(config) as quorum:
+        await quorum.broker.ensure_queues(["q"])
+    async with App(config.replace(amqp=AMQPConfig(queue_type="classic"))) as classic:
+        with pytest.raises(ConfigError, match="already has a queue 'q' declared differently.*queue_type"):
+            await classic.broker.ensure_queues(["q"])
+
+
+async def test_a_redelivered_message_waits_while_its_task_runs_elsewhere(app: App) -> None:
+    # RabbitMQ redelivers a worker's messages when its connection drops, even while that worker
+    # still runs them: another consumer holds such a message (its task's lease is live), never runs
+    # the task a second time, and acknowledges it unrun once the first run's outcome is stored.
+    item = outgoing()
+    await app.broker.publish([item])
+    await app.broker.ensure_queues([QUEUE])
+    first, second = new_consumer(app, "c1"), new_consumer(app, "c2")
+    try:
+        d1 = await fetch_one(first)
+        await inject_delivery(app, QUEUE, item.message.id)  # a second message of the same publication
+        assert await second.fetch(10, 0.5) == []  # held: its task runs on c1
+        assert await app.broker.settle(d1, success("once")) is True
+        record = await app.backend.get_record(item.message.id)
+        assert record is not None and (record.state, record.attempt) == ("SUCCESS", 1)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_stale_publication_is_acknowledged_unrun(app: App) -> None:
+    item = outgoing()
+    await app.broker.publish([item])
+    await app.broker.ensure_queues([QUEUE])
+    await publish_raw(app, QUEUE, message_body(item.message.id, 99))  # not the record's publication
+    c = new_consumer(app, "c1")
+    try:
+        d = await fetch_one(c)  # the real one runs; the stale one is acked and skipped
+        assert d.task_id == item.message.id
+        assert await c.fetch(10, 0.3) == []
+    finally:
+        await c.close()
+    stats = await app.connections.operations.queue_stats(QUEUE)
+    assert stats.waiting == 0
+
+
+async def test_a_send_whose_publish_never_happened_is_published_by_the_relay(app: App) -> None:
+    # enqueue.lua holds a new task for its sender, which publishes it; a sender that dies first
+    # leaves the hold, and the relay (every worker's promote loop) publishes the task when it expires.
+    broker = app.broker
+    assert isinstance(broker, AmqpBroker)
+    item = outgoing()
+    await broker._store.enqueue([item])  # the record and the hold, and no message
+    keys = Keys(app.config.key_prefix)
+    async with raw_redis(app.config.backend_url) as r:
+        assert await r.zscore(keys.delayed(QUEUE), item.message.id) is not None
+        await r.zadd(keys.delayed(QUEUE), {item.message.id: 0})  # the hold expired
+    relay = asyncio.create_task(broker.promote_forever([QUEUE]))
+    c = new_consumer(app, "c1")
+    try:
+        d = await fetch_one(c)
+        assert (d.task_id, d.attempt) == (item.message.id, 1)
+        async with raw_redis(app.config.backend_url) as r:
+            assert await r.hget(keys.task(item.message.id), "pub") == b"2"  # a new publication
+            assert await r.zscore(keys.delayed(QUEUE), item.message.id) is None  # unclaimed after the confirm
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+        await c.close()
+
+
+async def test_queue_numbers_and_purge_go_through_rabbitmq(app: App) -> None:
+    @app.task(name="p", queue=QUEUE)
+    async def p(x: int) -> int:
+        return x
+
+    waiting = [await p.delay(i) for i in range(5)]
+    later = await p.apply_async((9,), countdown=60)
+    stats = await app.connections.operations.queue_stats(QUEUE)
+    assert (stats.waiting, stats.running, stats.delayed, stats.dead) == (5, 0, 1, 0)
+    assert await app.connections.operations.purge(QUEUE) == 6
+    for result in [*waiting, later]:
+        record = await result.record()
+        assert (record.state, record.reason) == ("REVOKED", "purged")
+    stats = await app.connections.operations.queue_stats(QUEUE)
+    assert (stats.waiting, stats.delayed) == (0, 0)
+
+
+async def test_an_unreachable_rabbitmq_is_a_send_error_naming_the_task(redis_url: str, key_prefix: str) -> None:
+    closed = f"amqp://guest:guest@127.0.0.1:{_closed_port()}/"
+    async with App(make_config("amqp", redis_url, key_prefix, broker=closed, send_timeout_s=2,
+                               connect_timeout_s=1)) as app:
+        @app.task(name="unsent")
+        async def unsent() -> None:
+            return None
+
+        with pytest.raises(SendError, match="unsent") as info:
+            await unsent.apply_async(task_id="id-1")
+        assert "id-1" in str(info.value)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_vhost_pool_hands_out_each_vhost_once() -> None:
+    assert vhosts.fresh_vhost() != vhosts.fresh_vhost()
