@@ -17,8 +17,8 @@ import functools
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
@@ -111,7 +111,10 @@ class AmqpConsumer:
         try:
             for queue in self._queues:
                 declared = await channel.get_queue(queue, ensure=False)
-                tag = await declared.consume(functools.partial(self._on_message, queue))
+                # a plain function: aio-pika calls it without a task of its own per message
+                on_message = cast(Callable[[AbstractIncomingMessage], Awaitable[None]],
+                                  functools.partial(self._on_message, queue))
+                tag = await declared.consume(on_message)
                 self._tags.append((declared, tag))
         except AMQP_ERRORS as exc:
             await channel.close()
@@ -120,7 +123,7 @@ class AmqpConsumer:
         self._channel = channel
         log.debug("consuming %s with prefetch %d", ", ".join(self._queues), prefetch)
 
-    async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+    def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
         self._buffer.append((queue, message))
         self._arrived.set()
 
