@@ -29,6 +29,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from aiocelery import Config
+
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root (holds ``aiocelery/`` and ``examples/``)."""
 
@@ -169,11 +171,18 @@ def _drain(pipe: Any, sink: list[str]) -> None:
 class Procs:
     """Spawns workers and scripts for one test and kills every leftover on exit."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, key_prefix: str) -> None:
+    def __init__(self, tmp_path: Path, redis_url: str, key_prefix: str, *, broker: str | None = None) -> None:
         self.tmp_path = tmp_path
         self.redis_url = redis_url
+        """The test's Redis: the broker, or with ``broker`` (RabbitMQ) the result backend."""
+        self.broker = broker or redis_url
         self.key_prefix = key_prefix
         self.started: list[Proc] = []
+
+    def config(self) -> Config:
+        """The Config the spawned processes build from their environment."""
+        backend = None if self.broker == self.redis_url else self.redis_url
+        return Config(broker=self.broker, result_backend=backend, key_prefix=self.key_prefix)
 
     def __enter__(self) -> Procs:
         return self
@@ -188,7 +197,9 @@ class Procs:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIOCELERY_")}
         pythonpath = [str(self.tmp_path), str(ROOT), env.get("PYTHONPATH", "")]
         env.update(PYTHONPATH=os.pathsep.join(p for p in pythonpath if p), PYTHONIOENCODING="utf-8",
-                   PYTHONUNBUFFERED="1", AIOCELERY_BROKER=self.redis_url, AIOCELERY_KEY_PREFIX=self.key_prefix)
+                   PYTHONUNBUFFERED="1", AIOCELERY_BROKER=self.broker, AIOCELERY_KEY_PREFIX=self.key_prefix)
+        if self.broker != self.redis_url:
+            env["AIOCELERY_RESULT_BACKEND"] = self.redis_url
         env.update(extra)
         return env
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
+from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +22,8 @@ from aiocelery.brokers.redis.keys import Keys
 
 from . import rabbitmq, vhosts
 from .conftest import make_config
-from .helpers import inject_delivery, publish_raw, raw_redis
+from .helpers import eventually, inject_delivery, publish_raw, raw_redis, settled
+from .procs import Procs
 from .test_contract import fetch_one, new_consumer, outgoing, success
 
 QUEUE = "contract"
@@ -67,7 +72,7 @@ async def test_a_queue_declared_otherwise_is_a_config_error_that_says_what_to_do
     async with App(config) as quorum:
         await quorum.broker.ensure_queues(["q"])
     async with App(config.replace(amqp=AMQPConfig(queue_type="classic"))) as classic:
-        with pytest.raises(ConfigError, match="already has a queue 'q' declared differently.*queue_type"):
+        with pytest.raises(ConfigError, match=r"already has a queue 'q' declared differently.*queue_type"):
             await classic.broker.ensure_queues(["q"])
 
 
@@ -101,6 +106,7 @@ async def test_a_stale_publication_is_acknowledged_unrun(app: App) -> None:
         d = await fetch_one(c)  # the real one runs; the stale one is acked and skipped
         assert d.task_id == item.message.id
         assert await c.fetch(10, 0.3) == []
+        assert await app.broker.settle(d, success("ran once")) is True
     finally:
         await c.close()
     stats = await app.connections.operations.queue_stats(QUEUE)
@@ -173,3 +179,47 @@ def _closed_port() -> int:
 
 def test_the_vhost_pool_hands_out_each_vhost_once() -> None:
     assert vhosts.fresh_vhost() != vhosts.fresh_vhost()
+
+
+BEAT_TASKS = """
+import os
+from datetime import timedelta
+import redis
+from aiocelery import current_task
+
+ledger = redis.Redis.from_url(os.environ["AIOCELERY_RESULT_BACKEND"])
+
+
+@app.periodic(every=timedelta(seconds=1), missed="all")
+def second() -> None:
+    ctx = current_task()
+    assert ctx is not None
+    ledger.rpush(os.environ["AIOCELERY_KEY_PREFIX"] + ":ledger", ctx.id)
+"""
+
+
+@pytest.mark.timeout(90)
+async def test_two_schedulers_on_rabbitmq_fire_each_second_once(tmp_path: Path, redis_url: str, key_prefix: str,
+                                                                amqp_broker_url: str) -> None:
+    with Procs(tmp_path, redis_url, key_prefix, broker=amqp_broker_url) as procs:
+        procs.write_module("beat_tasks", BEAT_TASKS)
+        beats = [procs.spawn([sys.executable, "-m", "aiocelery", "beat", "-A", "beat_tasks:app", "-l", "warning"])
+                 for _ in range(2)]
+        worker = procs.worker("beat_tasks:app", "-c", "10", "--without-beat")
+        await worker.wait_banner()
+        await asyncio.sleep(10)
+        for beat in beats:
+            beat.signal(signal.SIGTERM)
+        for beat in beats:
+            assert await beat.wait(30) == 0
+        async with App(procs.config()) as app:
+            assert await eventually(lambda: settled(app), timeout=30)
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait(30) == 0
+    async with raw_redis(redis_url) as r:
+        ran = [x.decode() for x in await r.lrange(f"{key_prefix}:ledger", 0, -1)]
+    counts = Counter(ran)
+    assert counts and max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
+    seconds = sorted(int(task_id.split(":")[-1]) for task_id in counts)
+    assert len(seconds) >= 7
+    assert seconds == list(range(seconds[0], seconds[-1] + 1)), "a fire time was skipped"

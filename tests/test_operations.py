@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aiocelery import App, Config
+from aiocelery import App
 from aiocelery.logs import JsonFormatter, TaskContextFilter, get_task_logger
 from aiocelery.testing import VirtualClock  # noqa: F401 - public test helper import stays valid
 
@@ -35,9 +35,11 @@ def quick(x: int) -> int:
 """
 
 
-@pytest.fixture
-def procs(tmp_path: Path, redis_url: str, key_prefix: str) -> Iterator[Procs]:
-    with Procs(tmp_path, redis_url, key_prefix) as p:
+@pytest.fixture(params=["redis", "amqp"])
+def procs(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, key_prefix: str) -> Iterator[Procs]:
+    """Processes on the test's Redis, or on RabbitMQ with that Redis as result backend."""
+    broker = request.getfixturevalue("amqp_broker_url") if request.param == "amqp" else None
+    with Procs(tmp_path, redis_url, key_prefix, broker=broker) as p:
         p.write_module("ops_tasks", TASKS)
         yield p
 
@@ -53,7 +55,7 @@ async def test_inspect_queues_status_revoke_purge_control(procs: Procs) -> None:
     worker = procs.worker("ops_tasks:app", "-n", "ops-w1", "-c", "4", "--log-format", "json",
                           "--health-port", str(health))
     await worker.wait_banner()
-    app = App(Config(broker=procs.redis_url, key_prefix=procs.key_prefix))
+    app = App(procs.config())
     try:
         admin = app.connections.operations
         running = await app.send_task("ops.slow", args=(30,))

@@ -17,8 +17,8 @@ import functools
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, cast
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
@@ -111,10 +111,7 @@ class AmqpConsumer:
         try:
             for queue in self._queues:
                 declared = await channel.get_queue(queue, ensure=False)
-                # a plain function: aio-pika calls it without a task of its own per message
-                on_message = cast(Callable[[AbstractIncomingMessage], Awaitable[None]],
-                                  functools.partial(self._on_message, queue))
-                tag = await declared.consume(on_message)
+                tag = await declared.consume(functools.partial(self._on_message, queue))
                 self._tags.append((declared, tag))
         except AMQP_ERRORS as exc:
             await channel.close()
@@ -123,7 +120,7 @@ class AmqpConsumer:
         self._channel = channel
         log.debug("consuming %s with prefetch %d", ", ".join(self._queues), prefetch)
 
-    def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
         self._buffer.append((queue, message))
         self._arrived.set()
 
