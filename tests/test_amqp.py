@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -25,6 +27,7 @@ from .conftest import make_config
 from .helpers import eventually, inject_delivery, publish_raw, raw_redis, settled
 from .procs import Procs
 from .test_contract import fetch_one, new_consumer, outgoing, success
+from .tls_certs import TLSFiles, make_tls_files
 
 QUEUE = "contract"
 
@@ -223,3 +226,61 @@ async def test_two_schedulers_on_rabbitmq_fire_each_second_once(tmp_path: Path, 
     seconds = sorted(int(task_id.split(":")[-1]) for task_id in counts)
     assert len(seconds) >= 7
     assert seconds == list(range(seconds[0], seconds[-1] + 1)), "a fire time was skipped"
+
+
+@contextlib.asynccontextmanager
+async def tls_front(certs: TLSFiles, *, client_certs: bool = False) -> AsyncIterator[int]:
+    """A TLS listener on a free port in front of the machine's RabbitMQ (as a TLS-terminating load
+    balancer would be), its certificate naming localhost only; yields the port."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    if client_certs:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(certs.ca)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(rabbitmq.HOST, rabbitmq.PORT)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+async def test_amqps_checks_rabbitmqs_certificate_and_sends_a_client_certificate(
+        certs: TLSFiles, redis_url: str, key_prefix: str) -> None:
+    vhost = quote(vhosts.fresh_vhost(), safe="")
+    async with tls_front(certs, client_certs=True) as port:
+        query = f"ssl_ca_certs={certs.ca}&ssl_certfile={certs.client_cert}&ssl_keyfile={certs.client_key}"
+        config = make_config("amqp", redis_url, key_prefix, broker=f"amqps://guest:guest@localhost:{port}/{vhost}"
+                             f"?{query}", fetch_block_s=0.5)
+        async with App(config) as app:
+            @app.task(name="over.tls")
+            async def over_tls(x: int) -> int:
+                return x + 1
+
+            async with app.worker(concurrency=2):
+                assert await (await over_tls.delay(41)).get(timeout=10) == 42
+
+        # the wrong CA, and a host name the certificate does not name: refused, as a SendError
+        client = f"ssl_certfile={certs.client_cert}&ssl_keyfile={certs.client_key}"
+        for broker in (f"amqps://guest:guest@localhost:{port}/{vhost}?ssl_ca_certs={certs.other_ca}&{client}",
+                       f"amqps://guest:guest@127.0.0.1:{port}/{vhost}?{query}"):
+            async with App(make_config("amqp", redis_url, key_prefix, broker=broker, connect_timeout_s=2,
+                                       send_timeout_s=2)) as refused:
+                with pytest.raises(SendError, match=r"(?i)certificate"):
+                    await refused.send_task("over.tls", args=(1,))
