@@ -74,6 +74,7 @@ class AmqpBroker:
     async def publish(self, items: Sequence[Outgoing]) -> list[Published]:
         """Records first (enqueue.lua, one round trip), then every task created ready is published
         and confirmed (bounded by ``send_timeout_s``); its hold is dropped after, in the background."""
+        await self._link.declare(sorted({item.message.queue for item in items}))  # a bad name: nothing written
         replies = await self._store.enqueue(items)
         ours = [Publication(item.message.queue, item.message.id, 1, item.message.name)
                 for item, reply in zip(items, replies, strict=True) if reply == CREATED_FOR_US]

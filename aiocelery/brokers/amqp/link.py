@@ -127,6 +127,10 @@ class AmqpLink:
         missing = [q for q in queues if q not in self._declared]
         if not missing:
             return
+        for queue in missing:
+            if queue.startswith("amq.") or len(queue.encode()) > 255:
+                raise ConfigError(f"queue {queue!r} cannot be a RabbitMQ queue: names starting with 'amq.' are "
+                                  "RabbitMQ's own and a name has at most 255 bytes; choose another queue name")
         channel, exchange = await self._publisher()
         s = self._settings
         for queue in missing:
