@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server for the session, and apps on memory:// and on Redis."""
+"""Shared fixtures: a real redis-server for the session, apps on memory:// and on Redis, and a
+RabbitMQ vhost for the session (on the machine's RabbitMQ: ``make rabbitmq``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from aiocelery import App, Config
 
+from . import rabbitmq
 from .redis_server import RedisServer
 
 
@@ -18,6 +20,27 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhost() -> Iterator[str]:
+    """A fresh vhost ``aiocelery-test-<hex>`` on the machine's RabbitMQ (127.0.0.1:5672), guest
+    allowed everything, deleted at the end of the session. Fails, never skips, when RabbitMQ does
+    not answer: ``make rabbitmq`` installs and starts it."""
+    if not rabbitmq.answers():
+        pytest.fail(rabbitmq.NOT_RUNNING, pytrace=False)
+    try:
+        vhost = rabbitmq.create_vhost("aiocelery-test")
+    except rabbitmq.RabbitMQError as exc:
+        pytest.fail(f"could not create a RabbitMQ vhost for the tests: {exc}", pytrace=False)
+    yield vhost
+    rabbitmq.delete_vhost(vhost)
+
+
+@pytest.fixture(scope="session")
+def amqp_url(rabbitmq_vhost: str) -> str:
+    """``amqp://guest:guest@127.0.0.1:5672/<vhost>`` for the session's vhost (URL-quoted)."""
+    return rabbitmq.amqp_url(rabbitmq_vhost)
 
 
 @pytest.fixture
