@@ -9,6 +9,11 @@ the run says so.
 Peers are installed from PyPI with pip into ``~/.cache/aiocelery-bench/venvs/<peer>`` (override
 with ``AIOCELERY_BENCH_CACHE``), outside the repository; a failed install is reported and that
 peer skipped.
+
+The RabbitMQ section (``AMQP_SECTION``: names ending in ``-amqp``) runs a library with its broker on
+the benchmark's RabbitMQ vhost and its results in the benchmark's Redis. Its adapter is the library's
+own one with ``--amqp URL`` (``Library.args``), and its venv the library's (``VENVS``), but for
+aiocelery, installed with its ``amqp`` extra into ``venvs/aiocelery-amqp``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .report import HOME as HOME
+from .report import HOMES, broker_of
+
 ADAPTERS = Path(__file__).resolve().parent / "adapters"
 CACHE = Path(os.environ.get("AIOCELERY_BENCH_CACHE", Path.home() / ".cache" / "aiocelery-bench"))
 PEERS: dict[str, list[str]] = {
@@ -30,9 +38,25 @@ PEERS: dict[str, list[str]] = {
     "taskiq": ["taskiq", "taskiq-redis", "uvloop"],
     "streaq": ["streaq", "uvloop"],
     "celery": ["celery[redis]"],
+    "celery-amqp": ["celery[redis]"],  # kombu brings py-amqp, the pyamqp:// transport
+    "dramatiq-amqp": ["dramatiq[rabbitmq,redis]"],  # pika for the broker, redis-py for the results
 }
 """pip requirements per peer (uvloop where the peer can run on it)."""
+VENVS = {"celery-amqp": "celery", "dramatiq-amqp": "dramatiq"}
+"""Peers that share a venv (same requirements) under another name."""
+ADAPTER_OF = {"celery-amqp": "celery", "dramatiq-amqp": "dramatiq", "aiocelery-amqp": "aiocelery"}
+"""Which adapter (``bench/adapters/<name>_adapter.py``) drives a library, where not its own name."""
+AMQP_HOME = HOMES["amqp"]
+AMQP_SECTION = (AMQP_HOME, "celery-amqp", "dramatiq-amqp")
+"""The RabbitMQ section of ``--rabbitmq`` / ``make bench-vs-amqp``: aiocelery first, as on Redis."""
+KNOWN = (HOME, *(p for p in PEERS if p not in AMQP_SECTION), *AMQP_SECTION)
+SKIPPED: dict[str, str] = {}
+"""Libraries asked for that could not run, and why (filled by ``peer`` and ``aiocelery_amqp``)."""
 INSTALL_TIMEOUT_S = 900
+
+
+class Unavailable(RuntimeError):
+    """The adapter's ``info`` said the library cannot run here (``{"unavailable": reason}``)."""
 
 
 @dataclass
@@ -43,13 +67,19 @@ class Library:
     python: Path
     info: dict[str, Any] = field(default_factory=dict)
     extra_path: list[Path] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    """Appended to every adapter command (``--amqp URL`` in the RabbitMQ section)."""
 
     @property
     def adapter(self) -> Path:
-        return ADAPTERS / f"{self.name}_adapter.py"
+        return ADAPTERS / f"{ADAPTER_OF.get(self.name, self.name)}_adapter.py"
+
+    @property
+    def broker(self) -> str:
+        return broker_of(self.name)
 
     def command(self, *args: str) -> list[str]:
-        return [str(self.python), str(self.adapter), *args]
+        return [str(self.python), str(self.adapter), *args, *self.args]
 
     @property
     def env(self) -> dict[str, str]:
@@ -85,12 +115,37 @@ def aiocelery() -> Library:
         return _with_info(Library("aiocelery", Path(sys.executable), extra_path=[root]))
 
 
-def peer(name: str) -> Library | None:
-    """A peer in its own venv, installed on first use; None (and the reason printed) when that fails."""
+def aiocelery_amqp(amqp_url: str) -> Library | None:
+    """aiocelery with its broker on RabbitMQ: the working tree with its ``amqp`` extra (aio-pika), in
+    ``venvs/aiocelery-amqp``; None (and the reason printed) when it cannot run here, as before
+    ``aiocelery/brokers/amqp`` is in the tree (Config refuses amqp:// URLs then)."""
+    root = ADAPTERS.parent.parent
+    venv = CACHE / "venvs" / AMQP_HOME
+    python = venv / "bin" / "python"
+    marker = venv / ".bench-requirements"
+    wanted = f"-e {root}[amqp] @ {hashlib.sha256((root / 'pyproject.toml').read_bytes()).hexdigest()[:12]}"
+    lib = Library(AMQP_HOME, python, extra_path=[root], args=["--amqp", amqp_url])
+    try:
+        if not (python.exists() and marker.exists() and marker.read_text() == wanted):
+            print(f"bench: installing aiocelery[amqp] into {venv} (pip install -e {root}[amqp]) ...", flush=True)
+            _install(venv, python, ["-e", f"{root}[amqp]"])
+            marker.write_text(wanted)
+        subprocess.run([str(python), "-m", "compileall", "-q", str(root / "aiocelery")], check=True)
+    except (OSError, subprocess.SubprocessError, RuntimeError, ValueError) as exc:
+        print(f"bench: aiocelery-amqp's own venv failed ({exc}); using the dev venv {sys.prefix}", file=sys.stderr)
+        lib.python = Path(sys.executable)
+    return _checked(lib)
+
+
+def peer(name: str, amqp_url: str | None = None) -> Library | None:
+    """A peer in its own venv, installed on first use; None (and the reason printed) when that fails.
+    A peer of the RabbitMQ section needs the benchmark vhost's ``amqp_url``."""
     if name not in PEERS:
-        print(f"bench: unknown peer {name!r}; known: {', '.join(PEERS)}", file=sys.stderr)
+        print(f"bench: unknown peer {name!r}; known: {', '.join(KNOWN)}", file=sys.stderr)
         return None
-    venv = CACHE / "venvs" / name
+    if broker_of(name) == "amqp" and not amqp_url:
+        raise ValueError(f"{name} runs on RabbitMQ: give the benchmark vhost's URL")
+    venv = CACHE / "venvs" / VENVS.get(name, name)
     python = venv / "bin" / "python"
     marker = venv / ".bench-requirements"
     wanted = " ".join(PEERS[name])
@@ -99,10 +154,28 @@ def peer(name: str) -> Library | None:
             print(f"bench: installing {name} into {venv} (pip install {wanted}) ...", flush=True)
             _install(venv, python, PEERS[name])
             marker.write_text(wanted)
-        return _with_info(Library(name, python))
     except (OSError, subprocess.SubprocessError, RuntimeError, ValueError) as exc:
-        print(f"bench: skipping {name}: {exc}", file=sys.stderr)
+        _skip(name, str(exc))
         return None
+    args = ["--amqp", amqp_url] if amqp_url and broker_of(name) == "amqp" else []
+    return _checked(Library(name, python, args=args))
+
+
+def _checked(lib: Library) -> Library | None:
+    """``lib`` with its adapter's ``info``, or None (the reason printed and kept in SKIPPED)."""
+    try:
+        return _with_info(lib)
+    except Unavailable as exc:
+        _skip(lib.name, f"unavailable: {exc}")
+    except (OSError, subprocess.SubprocessError, RuntimeError, ValueError) as exc:
+        _skip(lib.name, str(exc))
+    return None
+
+
+def _skip(name: str, reason: str) -> None:
+    """Print why ``name`` does not run, and keep it in SKIPPED for the run's header."""
+    SKIPPED[name] = reason
+    print(f"bench: skipping {name}: {reason}", file=sys.stderr)
 
 
 def _install(venv: Path, python: Path, requirements: list[str]) -> None:
@@ -124,4 +197,7 @@ def _with_info(lib: Library) -> Library:
     if proc.returncode != 0:
         raise RuntimeError(f"{lib.name} adapter `info` failed: {proc.stderr.strip()[-500:]}")
     lib.info = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "unavailable" in lib.info:
+        raise Unavailable(str(lib.info["unavailable"]))
+    lib.info.setdefault("broker", "Redis" if lib.broker == "redis" else "RabbitMQ")
     return lib

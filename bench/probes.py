@@ -1,6 +1,6 @@
 """Seeing, from Redis, the moment the last result of a batch is stored.
 
-An adapter describes how (``_common.zero_probe`` / ``keys_probe``); the driver polls every
+An adapter describes how (``_common.zero_probe`` / ``keys_probe`` / ``field_probe``); the driver polls every
 ``interval_s`` and counts its own commands so that they can be left out of the commands per task.
 For W7 (no worker), ``_common.count_check`` names a command that ``count`` reads once: how many
 tasks wait in the queue.
@@ -37,6 +37,9 @@ def wait_done(client: redis.Redis, spec: dict[str, Any], timeout_s: float, inter
         return _wait_zero(client, [str(a) for a in spec["command"]], timeout_s, interval_s)
     if spec["kind"] == "keys":
         return _wait_keys(client, [str(k) for k in spec["keys"]], timeout_s, interval_s)
+    if spec["kind"] == "field":
+        return _wait_field(client, [str(k) for k in spec["keys"]], str(spec["field"]),
+                           frozenset(str(v) for v in spec["values"]), timeout_s, interval_s)
     raise ValueError(f"unknown probe kind {spec['kind']!r}")
 
 
@@ -72,5 +75,32 @@ def _wait_keys(client: redis.Redis, keys: list[str], timeout_s: float, interval_
         if time.monotonic() > deadline:
             raise ProbeTimeout(f"{len(keys) - done} or fewer of {len(keys)} results still missing "
                                f"after {timeout_s:.0f} s")
+        time.sleep(interval_s)
+    return ProbeResult(time.monotonic(), calls, first_check_done=first)
+
+
+def _wait_field(client: redis.Redis, keys: list[str], field: str, values: frozenset[str], timeout_s: float,
+                interval_s: float) -> ProbeResult:
+    """Walk the hashes in order, ``HGET key field`` on a batch at a time (one pipeline), and where one
+    does not hold one of ``values`` yet, poll that one alone (one ``HGET``) until it does: for task
+    records, which exist from the send on."""
+    deadline = time.monotonic() + timeout_s
+    calls, done, first, size = 0, 0, True, EXISTS_BATCH
+    while done < len(keys):
+        batch = keys[done:done + size]
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.hget(key, field)
+        replies = pipe.execute()
+        calls += len(batch)
+        finished = next((i for i, v in enumerate(replies) if v not in values), len(batch))
+        done += finished
+        if finished == len(batch):
+            size = EXISTS_BATCH
+            continue
+        first, size = False, 1
+        if time.monotonic() > deadline:
+            raise ProbeTimeout(f"{len(keys) - done} or fewer of {len(keys)} tasks not final ({field} not in "
+                               f"{sorted(values)}) after {timeout_s:.0f} s")
         time.sleep(interval_s)
     return ProbeResult(time.monotonic(), calls, first_check_done=first)

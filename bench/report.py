@@ -1,4 +1,9 @@
-"""The results table: medians with min-max per library, and aiocelery against the best peer."""
+"""The results tables: medians with min-max per library, and aiocelery against the best peer.
+
+One table per broker section: Redis (aiocelery against arq, saq, taskiq, streaq, celery) and
+RabbitMQ (aiocelery-amqp against celery-amqp and dramatiq-amqp, results in Redis), each with its
+own "aiocelery / best peer" column; the RabbitMQ section is also checked against its goals (``GOALS``).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ class Metric:
     """'higher', 'lower', or None for a row shown for information (no ratio)."""
     digits: int
     workload: str
+    brokers: tuple[str, ...] = ("redis", "amqp")
+    """The sections that show the row."""
 
 
 METRICS = (
@@ -34,11 +41,48 @@ METRICS = (
     Metric("w4_rss", "W4 worker peak RSS in W1 (MiB)", "lower", 1, "W1"),
     Metric("w5_worker_cpu", "W5 worker CPU per 1k tasks (s)", "lower", 3, "W1"),
     Metric("w5_redis_cpu", "W5 Redis CPU per 1k tasks (s)", "lower", 3, "W1"),
+    Metric("w5_rabbitmq_cpu", "W5 RabbitMQ CPU per 1k tasks (s)", "lower", 3, "W1", ("amqp",)),
     Metric("w5_commands", "W5 Redis commands per task", "lower", 1, "W1"),
     Metric("w6_bulk", "W6 bulk enqueue (tasks/s)", "higher", 0, "W6"),
     Metric("w7_concurrent", "W7 enqueue, 1,000 concurrent sends (tasks/s)", "higher", 0, "W7"),
 )
 HOME = "aiocelery"
+HOMES = {"redis": HOME, "amqp": "aiocelery-amqp"}
+"""The library whose ratio each section's last column shows."""
+SECTIONS = {"redis": "Redis (broker and results)", "amqp": "RabbitMQ (broker; results in Redis)"}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A target for a section's home library: its metric against a bound, or against a peer's median."""
+
+    key: str
+    text: str
+    bound: float
+    better: str
+    """'higher' or 'lower'."""
+    versus: str | None = None
+    """A peer: the bound is then a ratio of the home's median to that peer's."""
+
+
+GOALS = {"amqp": (
+    Goal("w1_drain", "W1 drain >= 5,000 tasks/s", 5_000, "higher"),
+    Goal("w1_drain", "W1 drain >= 5x Celery on RabbitMQ", 5.0, "higher", versus="celery-amqp"),
+    Goal("w2_p50", "W2 send + get p50 <= 2 ms", 2.0, "lower"),
+    Goal("w1_enqueue", "W1 one-by-one send >= 3,000/s", 3_000, "higher"),
+)}
+"""What the RabbitMQ broker is measured against (the issue's targets)."""
+
+
+def broker_of(name: str) -> str:
+    """``"amqp"`` for a library of the RabbitMQ section (``-amqp`` names), else ``"redis"``."""
+    return "amqp" if name.endswith("-amqp") else "redis"
+
+
+def sections(libs: list[str]) -> list[tuple[str, list[str]]]:
+    """The broker sections with libraries in them, in order: ``[(broker, [names])]``."""
+    found = [(broker, [lib for lib in libs if broker_of(lib) == broker]) for broker in SECTIONS]
+    return [(broker, names) for broker, names in found if names]
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -53,8 +97,8 @@ def _cell(values: list[float], digits: int, runs: int) -> str:
     return f"{_fmt(middle, digits)} ({_fmt(min(values), digits)}-{_fmt(max(values), digits)}){short}"
 
 
-def _ratio(results: Results, metric: Metric, peers: list[str]) -> str:
-    home = results.get(HOME, {}).get(metric.key)
+def _ratio(results: Results, metric: Metric, home_name: str, peers: list[str]) -> str:
+    home = results.get(home_name, {}).get(metric.key)
     scored = [(statistics.median(v), p) for p in peers if (v := results.get(p, {}).get(metric.key))]
     if metric.better is None or not home or not scored:
         return ""
@@ -65,23 +109,52 @@ def _ratio(results: Results, metric: Metric, peers: list[str]) -> str:
 
 
 def rows(results: Results, libs: list[str], failed: dict[str, set[str]], workloads: list[str],
-         runs: int) -> list[list[str]]:
-    """Header + one row per metric of the workloads run (``runs``: the repeats asked for)."""
-    peers = [lib for lib in libs if lib != HOME]
-    header = ["metric", *libs] + (["aiocelery / best peer"] if peers else [])
+         runs: int, broker: str = "redis") -> list[list[str]]:
+    """Header + one row per metric of the workloads run (``runs``: the repeats asked for), for the
+    libraries ``libs`` of one section; the last column is the section's home against its best peer."""
+    home = HOMES[broker]
+    peers = [lib for lib in libs if lib != home]
+    ratio = bool(peers) and home in libs
+    header = ["metric", *libs] + ([f"{home} / best peer"] if ratio else [])
     table = [header]
     for metric in METRICS:
-        if metric.workload not in workloads:
+        if metric.workload not in workloads or broker not in metric.brokers:
             continue
         row = [metric.label]
         for lib in libs:
             values = results.get(lib, {}).get(metric.key)
             row.append(_cell(values, metric.digits, runs) if values else
                        "failed" if metric.workload in failed.get(lib, set()) else "n/a")
-        if peers:
-            row.append(_ratio(results, metric, peers))
+        if ratio:
+            row.append(_ratio(results, metric, home, peers))
         table.append(row)
     return table
+
+
+def goals(results: Results, broker: str, workloads: list[str]) -> list[str]:
+    """One line per goal of the section whose workload ran: the home library's median, met or missed."""
+    home = HOMES[broker]
+    workload_of = {m.key: m.workload for m in METRICS}
+    lines = []
+    for goal in GOALS.get(broker, ()):
+        if workload_of[goal.key] not in workloads:
+            continue
+        values = results.get(home, {}).get(goal.key)
+        if not values:
+            lines.append(f"{goal.text}: not measured ({home} did not run)")
+            continue
+        value = statistics.median(values)
+        shown = f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+        if goal.versus is not None:
+            other = results.get(goal.versus, {}).get(goal.key)
+            if not other:
+                lines.append(f"{goal.text}: not measured ({goal.versus} did not run)")
+                continue
+            value = value / statistics.median(other)
+            shown = f"{value:.2f}x"
+        met = value >= goal.bound if goal.better == "higher" else value <= goal.bound
+        lines.append(f"{goal.text}: {shown} -> {'met' if met else 'MISSED'}")
+    return lines
 
 
 def render_text(table: list[list[str]]) -> str:

@@ -4,7 +4,9 @@ W7 sends n no-op tasks with W1's single-send call from 1,000 concurrent coroutin
 pool), with no worker running, and then checks that the queue holds all n.
 
 Each function runs one workload once against a freshly flushed benchmark Redis and returns
-``{metric key: value}`` (see ``report.METRICS``); it raises ``RunError`` when that run failed.
+``{metric key: value}`` (see ``report.METRICS``); it raises ``RunError`` when that run failed. A
+library of the RabbitMQ section also gets its vhost recreated before the run (``Context.flush``):
+its tasks go through RabbitMQ, its results and the completion probes stay in that Redis.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .libraries import Library
 from .probes import ProbeTimeout, count, wait_done
 from .processes import ClientProcess, RunError, WorkerProcess
 from .procstat import MemorySampler, cpu_seconds
+from .rabbitmq_ctl import BenchRabbitMQ
 from .redis_ctl import BenchRedis
 
 
@@ -43,21 +46,38 @@ QUICK = Sizes(w1_tasks=5_000, w2_rounds=300, w2_max_s=20.0, w6_tasks=5_000, w7_t
 
 @dataclass
 class Context:
-    """What every run needs: the Redis, the sizes, where logs go."""
+    """What every run needs: the Redis, the sizes, where logs go; the RabbitMQ vhost for the RabbitMQ section."""
 
     redis: BenchRedis
     sizes: Sizes
     logs: Path
+    rabbit: BenchRabbitMQ | None = None
 
     def log(self, lib: Library, what: str) -> Path:
         return self.logs / f"{lib.name}-{what}.log"
+
+    def flush(self, lib: Library) -> None:
+        """Empty the benchmark's Redis, and for a library on RabbitMQ its vhost too."""
+        self.redis.flush()
+        if lib.broker == "amqp":
+            try:
+                self.amqp.reset()
+            except RuntimeError as exc:  # rabbitmqctl failed (RabbitMQError)
+                raise RunError(f"could not recreate the RabbitMQ vhost: {exc}") from None
+
+    @property
+    def amqp(self) -> BenchRabbitMQ:
+        if self.rabbit is None:
+            raise RunError("a library on RabbitMQ, but the benchmark has no RabbitMQ vhost")
+        return self.rabbit
 
 
 def w1(ctx: Context, lib: Library) -> dict[str, float]:
     """W1 throughput, with W4 (worker peak memory) and W5 (CPU, commands) measured on the way."""
     n = ctx.sizes.w1_tasks
-    ctx.redis.flush()
+    ctx.flush(lib)
     before = ctx.redis.snapshot()
+    rabbit_before = ctx.amqp.cpu_s() if lib.broker == "amqp" else None
     client = ClientProcess(lib, ctx.redis.url, "W1", n, ctx.log(lib, "W1-client"))
     sent = client.result(timeout_s=60 + n / 100)
     client.finish()
@@ -68,6 +88,7 @@ def w1(ctx: Context, lib: Library) -> dict[str, float]:
         worker.check_alive()
         cpu = cpu_seconds(worker.pid)
         after = ctx.redis.snapshot()
+        rabbit_after = ctx.amqp.cpu_s() if lib.broker == "amqp" else None
     except ProbeTimeout as exc:
         worker.check_alive()
         raise RunError(f"drain: {exc}") from None
@@ -77,7 +98,7 @@ def w1(ctx: Context, lib: Library) -> dict[str, float]:
     if probe.first_check_done:
         raise RunError("the completion probe saw every result before the worker started: the probe is wrong")
     per_1k = n / 1000
-    return {
+    values = {
         "w1_enqueue": n / sent["enqueue_s"],
         "w1_drain": n / (probe.done_at - worker.started),
         "w4_rss": rss_mb,
@@ -85,11 +106,14 @@ def w1(ctx: Context, lib: Library) -> dict[str, float]:
         "w5_redis_cpu": (after.cpu_s - before.cpu_s) / per_1k,
         "w5_commands": (after.calls - before.calls - probe.calls) / n,
     }
+    if rabbit_before is not None and rabbit_after is not None:
+        values["w5_rabbitmq_cpu"] = (rabbit_after - rabbit_before) / per_1k
+    return values
 
 
 def w2(ctx: Context, lib: Library) -> dict[str, float]:
     """W2 latency: an idle worker, one task sent and its result awaited, in sequence."""
-    ctx.redis.flush()
+    ctx.flush(lib)
     worker = WorkerProcess(lib, ctx.redis.url, ctx.sizes.w1_concurrency, "W2", ctx.log(lib, "W2-worker")).start()
     try:
         client = ClientProcess(lib, ctx.redis.url, "W2", ctx.sizes.w2_rounds, ctx.log(lib, "W2-client"),
@@ -116,7 +140,7 @@ def w3(ctx: Context, lib: Library) -> dict[str, float]:
     the client queues the n tasks, and timed from its resumption (SIGCONT) to the last stored
     result, so neither its start-up nor the sending speed is in the number (ideal: n / 500 x 0.1 s).
     """
-    ctx.redis.flush()
+    ctx.flush(lib)
     worker = WorkerProcess(lib, ctx.redis.url, ctx.sizes.w3_concurrency, "W3", ctx.log(lib, "W3-worker")).start()
     try:
         client = ClientProcess(lib, ctx.redis.url, "W3", ctx.sizes.w3_tasks, ctx.log(lib, "W3-client"))
@@ -142,7 +166,7 @@ def w6(ctx: Context, lib: Library) -> dict[str, float]:
     """W6 bulk: n tasks through the library's batch API, no worker running."""
     if not lib.has_bulk:
         return {}
-    ctx.redis.flush()
+    ctx.flush(lib)
     client = ClientProcess(lib, ctx.redis.url, "W6", ctx.sizes.w6_tasks, ctx.log(lib, "W6-client"))
     sent = client.result(timeout_s=60 + ctx.sizes.w6_tasks / 100)
     client.finish()
@@ -155,14 +179,23 @@ def w7(ctx: Context, lib: Library) -> dict[str, float]:
     Then checks, in Redis, that the queue holds every one of the n tasks (the adapter names the count).
     """
     n = ctx.sizes.w7_tasks
-    ctx.redis.flush()
+    ctx.flush(lib)
     client = ClientProcess(lib, ctx.redis.url, "W7", n, ctx.log(lib, "W7-client"))
     sent = client.result(timeout_s=60 + n / 100)
     client.finish()
-    command = [str(a) for a in sent["queued"]]
-    queued = count(ctx.redis.redis, command)
+    if isinstance(sent["queued"], dict) and sent["queued"].get("kind") == "amqp":
+        queue = str(sent["queued"]["queue"])
+        try:
+            queued = ctx.amqp.queue_depth(queue, expected=n)
+        except RuntimeError as exc:  # rabbitmqctl failed (RabbitMQError)
+            raise RunError(f"could not read the depth of RabbitMQ queue {queue!r}: {exc}") from None
+        where = f"RabbitMQ queue {queue!r} of vhost {ctx.amqp.vhost}"
+    else:
+        command = [str(a) for a in sent["queued"]]
+        queued = count(ctx.redis.redis, command)
+        where = " ".join(command)
     if queued != n:
-        raise RunError(f"{queued:,} of {n:,} tasks queued after the sends ({' '.join(command)})")
+        raise RunError(f"{queued:,} of {n:,} tasks queued after the sends ({where})")
     return {"w7_concurrent": n / float(sent["enqueue_s"])}
 
 

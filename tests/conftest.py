@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server for the session, and apps on memory:// and on Redis."""
+"""Shared fixtures: a real redis-server for the session, apps on memory:// and on Redis, and a
+RabbitMQ vhost for the session (on the machine's RabbitMQ: ``make rabbitmq``)."""
 
 from __future__ import annotations
 

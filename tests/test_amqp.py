@@ -287,6 +287,6 @@ async def test_amqps_checks_rabbitmqs_certificate_and_sends_a_client_certificate
 
 
 async def test_a_queue_name_rabbitmq_reserves_is_a_config_error(app: App) -> None:
-    with pytest.raises(ConfigError, match="'amq.tasks' cannot be a RabbitMQ queue"):
+    with pytest.raises(ConfigError, match=r"'amq\.tasks' cannot be a RabbitMQ queue"):
         await app.send_task("any", queue="amq.tasks", task_id="reserved-1")
     assert await app.backend.get_record("reserved-1") is None  # refused before anything was written

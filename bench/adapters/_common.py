@@ -8,6 +8,11 @@ An adapter is a small CLI that the driver (``bench/run.py``) runs as a subproces
 - ``python X_adapter.py client --redis URL --workload W1 --n 20000``: does the client side of one
   workload and prints one JSON line of measurements (see ``Client``).
 
+With ``--amqp URL`` (after the command, on all three) the library's broker is the benchmark's
+RabbitMQ vhost instead of Redis; Redis then only holds the results, and the completion probes
+still read it. ``info`` may then print ``{"unavailable": reason}`` when the library cannot run on
+RabbitMQ here (aiocelery before its AMQP broker is in the tree): the driver skips it and says why.
+
 Workloads, client side:
 
 - W1: send ``n`` no-op tasks one by one, each send awaited; print ``enqueue_s`` and a completion
@@ -21,7 +26,8 @@ Workloads, client side:
 - W6: send ``n`` no-op tasks through the library's batch API; print ``enqueue_s`` (or ``na``).
 - W7: send ``n`` no-op tasks with W1's single-send call, from ``CONCURRENT_SENDS`` coroutines at once
   (a synchronous client: from a thread pool), no worker running; print ``enqueue_s`` and ``queued``,
-  a Redis command that replies how many tasks wait in the queue (the driver expects ``n``).
+  a Redis command that replies how many tasks wait in the queue, or on RabbitMQ ``amqp_count(queue)``
+  (the driver reads the queue's depth with ``rabbitmqctl``); the driver expects ``n``.
 """
 
 from __future__ import annotations
@@ -48,28 +54,36 @@ CONCURRENT_SENDS = 1_000
 """W7: sends in flight at once, one coroutine each."""
 
 Probe = dict[str, Any]
-"""``{"kind": "zero", "command": [...]}`` (done when the reply is 0) or ``{"kind": "keys", "keys": [...]}``
-(done when every key exists)."""
+"""``{"kind": "zero", "command": [...]}`` (done when the reply is 0), ``{"kind": "keys", "keys": [...]}``
+(done when every key exists) or ``{"kind": "field", "keys": [...], "field": f, "values": [...]}`` (done
+when every hash's field holds one of the values)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The adapter CLI shared by every library."""
     parser = argparse.ArgumentParser(description="benchmark adapter (run by bench/run.py)")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="print the library, its version, loop and APIs as JSON")
+    info = commands.add_parser("info", help="print the library, its version, loop and APIs as JSON")
     redis_help = "the benchmark's redis-server (default: $BENCH_REDIS_URL; never port 6379)"
+    amqp_help = ("broker on RabbitMQ: the benchmark's vhost, amqp://guest:guest@127.0.0.1:5672/<vhost> "
+                 "(default: $BENCH_AMQP_URL; none: the broker is Redis); results stay in Redis")
+    info.add_argument("--amqp", default=os.environ.get("BENCH_AMQP_URL"), help=amqp_help)
     worker = commands.add_parser("worker", help="run the library's worker")
     worker.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL"), help=redis_help)
+    worker.add_argument("--amqp", default=os.environ.get("BENCH_AMQP_URL"), help=amqp_help)
     worker.add_argument("--concurrency", type=int, default=100)
     worker.add_argument("--workload", choices=WORKLOADS, default="W1")
     client = commands.add_parser("client", help="run the client side of a workload; prints one JSON line")
     client.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL"), help=redis_help)
+    client.add_argument("--amqp", default=os.environ.get("BENCH_AMQP_URL"), help=amqp_help)
     client.add_argument("--workload", choices=WORKLOADS, required=True)
     client.add_argument("--n", type=int, required=True)
     client.add_argument("--max-seconds", type=float, default=60.0, help="W2: stop after this long")
     args = parser.parse_args(argv)
     if args.command != "info":
         os.environ["BENCH_REDIS_URL"] = redis_url()  # checked; a worker's task module reads it again
+    if args.amqp:
+        os.environ["BENCH_AMQP_URL"] = args.amqp  # so does its broker URL
     if args.command == "worker":
         os.environ["BENCH_CONCURRENCY"] = str(args.concurrency)
         os.environ["BENCH_WORKLOAD"] = args.workload
@@ -91,6 +105,17 @@ def redis_url() -> str:
     if port is None or port == SHARED_PORT:
         raise SystemExit(f"bench adapter: refusing {url!r}: name the benchmark's own redis-server and its port")
     return url
+
+
+def amqp_url() -> str | None:
+    """The benchmark's RabbitMQ vhost (``--amqp URL`` or ``BENCH_AMQP_URL``) when the broker is RabbitMQ,
+    else None. Read when a task module is imported, like ``redis_url``."""
+    url = os.environ.get("BENCH_AMQP_URL")
+    if "--amqp" in sys.argv[:-1]:
+        url = sys.argv[sys.argv.index("--amqp") + 1]
+    if url and not url.startswith("amqp://"):
+        raise SystemExit(f"bench adapter: --amqp wants an amqp:// URL, got {url!r}")
+    return url or None
 
 
 def concurrency() -> int:
@@ -269,6 +294,16 @@ def keys_probe(keys: Iterable[str]) -> Probe:
     return {"kind": "keys", "keys": list(keys)}
 
 
+def field_probe(keys: Iterable[str], field: str, values: Iterable[str]) -> Probe:
+    """Done when every one of these hashes has ``field`` set to one of ``values`` (a final state)."""
+    return {"kind": "field", "keys": list(keys), "field": field, "values": list(values)}
+
+
 def count_check(*command: str) -> list[str]:
     """W7: a Redis command that replies how many tasks wait in the queue (no worker runs, so ``n``)."""
     return list(command)
+
+
+def amqp_count(queue: str) -> dict[str, str]:
+    """W7 on RabbitMQ: the queue of the benchmark's vhost whose depth the driver reads (``n``)."""
+    return {"kind": "amqp", "queue": queue}

@@ -13,6 +13,11 @@ rather than in 1,000 coroutines. Each thread gets its own result backend (Celery
 thread-local) while the threads share Celery's producer pool (``broker_pool_limit``, 10 by
 default), so at most 10 sends are on the wire at once. W7's count: ``LLEN celery`` (the default
 queue's list), ``n`` with no worker.
+
+celery-amqp (``--amqp URL``): Celery's standard deployment, the broker on RabbitMQ through py-amqp
+(``pyamqp://guest:guest@127.0.0.1:5672/<vhost>``) and the results in Redis; everything else as
+above (publisher confirms off, prefetch x4, the queue ``celery`` declared durable by the first
+send). W7's count: the depth of RabbitMQ queue ``celery``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 
 from _common import (
     SLEEP_S,
+    amqp_count,
+    amqp_url,
     count_check,
     emit,
     exec_module,
@@ -35,7 +42,9 @@ from _common import (
 )
 from celery import Celery, group
 
-app = Celery("bench", broker=redis_url(), backend=redis_url())
+AMQP = amqp_url()
+"""The benchmark's RabbitMQ vhost when the broker is RabbitMQ (celery-amqp), else None."""
+app = Celery("bench", broker=AMQP.replace("amqp://", "pyamqp://", 1) if AMQP else redis_url(), backend=redis_url())
 W7_THREADS = 100
 """W7: threads sending at once (Celery's client is synchronous; its producer pool allows 10 anyway)."""
 
@@ -84,7 +93,8 @@ def w7(n: int) -> None:
     with ThreadPoolExecutor(W7_THREADS) as pool:
         t0 = time.perf_counter()
         list(pool.map(noop.delay, range(n)))
-        emit(enqueue_s=time.perf_counter() - t0, queued=count_check("LLEN", app.conf.task_default_queue))
+        queue = app.conf.task_default_queue
+        emit(enqueue_s=time.perf_counter() - t0, queued=amqp_count(queue) if AMQP else count_check("LLEN", queue))
 
 
 def main() -> None:
@@ -92,6 +102,7 @@ def main() -> None:
     if args.command == "info":
         emit(library="celery", version=f"{version_of('celery')} (kombu {version_of('kombu')})",
              loop="none (prefork; threads pool for W3)", bulk="group(...).apply_async",
+             broker=f"RabbitMQ through py-amqp {version_of('amqp')} (pyamqp://)" if AMQP else "Redis",
              result_api="AsyncResult.get(): sync, Redis backend pub/sub")
     elif args.command == "worker":
         pool = ["--pool", "threads"] if args.workload == "W3" else []
