@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from aiocelery import AMQPConfig, App, ConfigError, SendError
+from aiocelery.brokers.amqp.acks import _batch
 from aiocelery.brokers.amqp.broker import AmqpBroker
 from aiocelery.brokers.amqp.link import message_body, parse_body
 from aiocelery.brokers.redis.keys import Keys
@@ -290,3 +291,14 @@ async def test_a_queue_name_rabbitmq_reserves_is_a_config_error(app: App) -> Non
     with pytest.raises(ConfigError, match=r"'amq\.tasks' cannot be a RabbitMQ queue"):
         await app.send_task("any", queue="amq.tasks", task_id="reserved-1")
     assert await app.backend.get_record("reserved-1") is None  # refused before anything was written
+
+
+@pytest.mark.parametrize(("outstanding", "asked", "upto", "single"), [
+    ({1, 2, 3}, [1, 2, 3], 3, []),          # all: one multiple ack
+    ({1, 2, 3, 4}, [2, 1, 4], 2, [4]),      # 3 still runs: up to 2, then 4 alone
+    ({5, 6}, [6], None, [6]),               # the lowest still runs: one by one
+    ({1, 2}, [], None, []),
+])
+def test_acks_cover_with_one_multiple_ack_only_what_is_done(outstanding: set[int], asked: list[int],
+                                                            upto: int | None, single: list[int]) -> None:
+    assert _batch(outstanding, asked) == (upto, single)

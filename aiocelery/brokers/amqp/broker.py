@@ -27,7 +27,8 @@ from typing import Any
 from aiocelery._redis.client import Client
 from aiocelery._redis.connection import Target
 from aiocelery._redis.pubsub import PubSubHub
-from aiocelery.brokers.amqp.consumer import AmqpConsumer, AmqpStarter, Inflight, settle_message
+from aiocelery.brokers.amqp.acks import Acker
+from aiocelery.brokers.amqp.consumer import AmqpConsumer, AmqpStarter, Inflight
 from aiocelery.brokers.amqp.leases import AmqpLeaseKeeper
 from aiocelery.brokers.amqp.link import AmqpLink, Publication
 from aiocelery.brokers.amqp.scripts import AmqpScripts
@@ -64,6 +65,7 @@ class AmqpBroker:
                                     ttl_ms=int(result_ttl_s * 1000), lease_ms=self._lease_ms)
         self._inflight: dict[str, Inflight] = {}
         """Started deliveries of this process's consumers, by token: acknowledged after settling."""
+        self._acker = Acker()
         self._unclaims: set[asyncio.Task[Any]] = set()
 
     @property
@@ -115,8 +117,8 @@ class AmqpBroker:
     def consumer(self, queues: Sequence[str], name: str, worker: str) -> AmqpConsumer:
         """A consumer with its own channel."""
         return AmqpConsumer(list(queues), name, worker, link=self._link, starter=self._starter,
-                            inflight=self._inflight, release_script=self._scripts.release, client=self._client,
-                            keys=self._keys, lease_keeper=self._lease_keeper)
+                            inflight=self._inflight, acker=self._acker, release_script=self._scripts.release,
+                            client=self._client, keys=self._keys, lease_keeper=self._lease_keeper)
 
     def _lease_keeper(self) -> AmqpLeaseKeeper:
         return AmqpLeaseKeeper(self._redis_target, self._keys, self._lease_ms)
@@ -127,7 +129,7 @@ class AmqpBroker:
         stored = await self._store.settle(delivery, settlement)
         held = self._inflight.pop(delivery.entry_id, None)
         if held is not None:
-            await settle_message(held.message, ack=True)
+            self._acker.ack(held.message)
         return stored
 
     async def revoke(self, task_id: str, terminate: bool, reason: str) -> str:
@@ -182,4 +184,5 @@ class AmqpBroker:
         """Finish dropping send holds, then close the RabbitMQ connection."""
         if self._unclaims:
             await asyncio.gather(*self._unclaims, return_exceptions=True)
+        await self._acker.close()
         await self._link.close()

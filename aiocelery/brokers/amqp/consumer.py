@@ -24,6 +24,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from aiocelery._redis.client import Client
 from aiocelery._redis.scripts import Script
+from aiocelery.brokers.amqp.acks import Acker
 from aiocelery.brokers.amqp.link import AMQP_ERRORS, CHANNEL_GONE, AmqpLink, parse_body
 from aiocelery.brokers.base import LeaseKeeper
 from aiocelery.brokers.redis.keys import Keys
@@ -80,7 +81,7 @@ class AmqpConsumer:
     ``inflight`` (token -> message) for the broker to acknowledge after settling."""
 
     def __init__(self, queues: list[str], name: str, worker: str, *, link: AmqpLink, starter: AmqpStarter,
-                 inflight: dict[str, Inflight], release_script: Script, client: Client, keys: Keys,
+                 inflight: dict[str, Inflight], acker: Acker, release_script: Script, client: Client, keys: Keys,
                  lease_keeper: Callable[[], LeaseKeeper]) -> None:
         self._queues = queues
         self.name = name
@@ -88,6 +89,7 @@ class AmqpConsumer:
         self._link = link
         self._starter = starter
         self._inflight = inflight
+        self._acker = acker
         self._release_script = release_script
         self._client = client
         self._keys = keys
@@ -121,6 +123,7 @@ class AmqpConsumer:
         log.debug("consuming %s with prefetch %d", ", ".join(self._queues), prefetch)
 
     async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+        self._acker.delivered(message)
         self._buffer.append((queue, message))
         self._arrived.set()
 
@@ -158,7 +161,7 @@ class AmqpConsumer:
                 reason = f"malformed message: not '<publication> <task id>' but {message.body[:100]!r}"
                 log.error("queue %s: %s; dead-lettered", queue, reason)
                 await self._starter.dead_letter(queue, self.worker, reason)
-                await settle_message(message, ack=True)
+                self._acker.ack(message)
                 continue
             token = f"{self.name}:{next(self._tokens)}"
             messages[token] = (queue, message)
@@ -179,7 +182,7 @@ class AmqpConsumer:
                 else:
                     if kind in ("missing", "dead"):
                         log.warning("message of task %s on queue %s dead-lettered at begin: %s", task_id, queue, kind)
-                    await settle_message(message, ack=True)
+                    self._acker.ack(message)
         return out
 
     def _hold(self, queue: str, message: AbstractIncomingMessage, wait_s: float) -> None:
@@ -218,14 +221,14 @@ class AmqpConsumer:
             for token in tokens:
                 held = self._inflight.pop(token, None)
                 if held is not None:
-                    await settle_message(held.message, ack=False)
+                    await self._acker.nack(held.message)
         for handle, (_, message) in list(self._held.items()):
             handle.cancel()
-            await settle_message(message, ack=False)
+            await self._acker.nack(message)
         self._held.clear()
         while self._buffer:
             _, message = self._buffer.popleft()
-            await settle_message(message, ack=False)
+            await self._acker.nack(message)
         return released
 
     async def close(self) -> None:
@@ -237,16 +240,4 @@ class AmqpConsumer:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(*CHANNEL_GONE):
                 await channel.close()
-
-
-async def settle_message(message: AbstractIncomingMessage, *, ack: bool) -> None:
-    """Ack (or nack with requeue) a message; on a channel that closed since, nothing: RabbitMQ has
-    requeued the message already, and begin.lua decides again when it comes back."""
-    try:
-        if ack:
-            await message.ack()
-        else:
-            await message.nack(requeue=True)
-    except CHANNEL_GONE as exc:
-        log.debug("message %s not %s: %s", message.delivery_tag, "acked" if ack else "requeued", exc)
 
