@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from aiocelery.brokers.amqp.link import CHANNEL_GONE
 
@@ -28,37 +27,37 @@ class Acker:
     """Tracks each channel's unacknowledged delivery tags and acknowledges in batches."""
 
     def __init__(self) -> None:
-        self._outstanding: dict[Any, set[int]] = {}
+        self._outstanding: dict[AbstractChannel, set[int]] = {}
         """Per aiormq channel: tags delivered and not yet acknowledged or handed back."""
-        self._asked: dict[Any, list[int]] = {}
+        self._asked: dict[AbstractChannel, list[int]] = {}
         """Per aiormq channel: tags to acknowledge at the end of this loop turn."""
         self._flushing: set[asyncio.Task[None]] = set()
         self._scheduled = False
 
-    def delivered(self, message: AbstractIncomingMessage) -> None:
+    def delivered(self, message: DeliveredMessage) -> None:
         """``message`` arrived (its tag stays outstanding until acked or handed back)."""
-        channel = _channel_of(message)
-        if channel is not None and message.delivery_tag is not None:
-            self._outstanding.setdefault(channel, set()).add(message.delivery_tag)
+        if message.delivery_tag is not None:
+            self._outstanding.setdefault(message.channel, set()).add(message.delivery_tag)
 
-    def ack(self, message: AbstractIncomingMessage) -> None:
+    def ack(self, message: DeliveredMessage) -> None:
         """Acknowledge ``message`` after this loop turn (nothing if its channel closed meanwhile:
         RabbitMQ requeued the message then, and it comes back to be skipped as final)."""
-        channel = _channel_of(message)
-        if channel is None or message.delivery_tag is None:
+        if message.delivery_tag is None or message.channel.is_closed:
             return
-        self._asked.setdefault(channel, []).append(message.delivery_tag)
+        self._asked.setdefault(message.channel, []).append(message.delivery_tag)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    async def nack(self, message: AbstractIncomingMessage) -> None:
+    async def nack(self, message: DeliveredMessage) -> None:
         """Hand ``message`` back to RabbitMQ (requeued, for any consumer), at once."""
-        tags = self._outstanding.get(_channel_of(message))
+        tags = self._outstanding.get(message.channel)
         if tags is not None and message.delivery_tag is not None:
             tags.discard(message.delivery_tag)
+        if message.delivery_tag is None or message.channel.is_closed:
+            return  # its channel closed: RabbitMQ requeued it already
         try:
-            await message.nack(requeue=True)
+            await message.channel.basic_nack(message.delivery_tag, requeue=True, wait=False)
         except CHANNEL_GONE as exc:  # its channel closed: RabbitMQ requeued it already
             log.debug("message %s not requeued: %s", message.delivery_tag, exc)
 
@@ -76,7 +75,7 @@ class Acker:
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
 
-    async def _send(self, channel: Any, upto: int | None, single: list[int]) -> None:
+    async def _send(self, channel: AbstractChannel, upto: int | None, single: list[int]) -> None:
         try:
             if upto is not None:
                 await channel.basic_ack(upto, multiple=True, wait=False)
@@ -91,14 +90,6 @@ class Acker:
             self._flush()
         if self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
-
-
-def _channel_of(message: AbstractIncomingMessage) -> Any | None:
-    """The (aiormq) channel ``message`` came on; None when it closed since."""
-    try:
-        return message.channel
-    except CHANNEL_GONE:
-        return None
 
 
 def _batch(outstanding: set[int], asked: list[int]) -> tuple[int | None, list[int]]:

@@ -15,7 +15,13 @@ from typing import NamedTuple
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection, DeliveryMode
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    DeliveryMode,
+)
 from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed
 
 from aiocelery._redis.tls import ssl_context
@@ -102,7 +108,7 @@ class AmqpLink:
                                           f"{type(exc).__name__}: {exc}") from exc
             return self._connection
 
-    async def channel(self, prefetch: int | None = None) -> AbstractChannel:
+    async def channel(self, prefetch: int | None = None) -> AbstractRobustChannel:
         """A new channel with publisher confirms (and ``prefetch`` unacknowledged deliveries per consumer)."""
         connection = await self.connection()
         try:
