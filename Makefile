@@ -23,7 +23,7 @@ redis:
 	  echo "could not install redis-server: the demo falls back to memory://, Redis tests will fail"; }
 
 # RabbitMQ on 127.0.0.1:5672 (guest/guest) for the AMQP broker's tests and the benchmark: one server per
-# machine (tests/rabbitmq.py gives each test session a vhost of its own). Nothing to do when something
+# machine (tests/vhosts.py gives each test a vhost of its own). Nothing to do when something
 # already answers AMQP there; otherwise install Debian's rabbitmq-server if missing, start it, wait.
 RABBITMQ_WAIT_S := 60
 AMQP_PROBE := $(PY) -c 'import socket, sys; s = socket.create_connection(("127.0.0.1", 5672), 2); s.settimeout(2); s.sendall(b"AMQP\0\0\x09\x01"); sys.exit(s.recv(1) != b"\x01")' >/dev/null 2>&1
