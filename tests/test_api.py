@@ -442,6 +442,27 @@ async def test_concurrent_tasks_each_see_their_own_context(app: App) -> None:
     assert values == [r.id for r in results]
 
 
+async def test_a_worker_runs_as_many_tasks_at_once_as_its_concurrency(app: App) -> None:
+    """Six tasks that each wait until all six run: a worker of concurrency 6 must start them all
+    (on RabbitMQ, its prefetch must let it hold six unacknowledged messages, not a third of them)."""
+    running = 0
+    all_in = asyncio.Event()
+
+    @app.task(name="Gate")
+    async def gate(i: int) -> int:
+        nonlocal running
+        running += 1
+        if running == 6:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 5)
+        return i
+
+    async with app.worker(concurrency=6):
+        results = [await gate.delay(i) for i in range(6)]
+        values = await asyncio.gather(*(r.get(timeout=10) for r in results))
+    assert values == list(range(6)) and running == 6
+
+
 async def test_record_names_the_worker_that_ran_it(app: App) -> None:
     @app.task(name="Named")
     async def named() -> str:

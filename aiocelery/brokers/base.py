@@ -94,8 +94,9 @@ class Broker(Protocol):
         """Create whatever the queues need before the first fetch (idempotent)."""
         ...
 
-    def consumer(self, queues: Sequence[str], name: str, worker: str) -> Consumer:
-        """A fetching endpoint for worker ``worker``; ``name`` is unique per process."""
+    def consumer(self, queues: Sequence[str], name: str, worker: str, *, slots: int = 0) -> Consumer:
+        """A fetching endpoint for worker ``worker``; ``name`` is unique per process. ``slots``: the
+        worker's concurrency (0: unknown), for a broker that pushes deliveries ahead (RabbitMQ's prefetch)."""
         ...
 
     async def settle(self, delivery: Delivery, settlement: Settlement) -> bool:

@@ -175,7 +175,7 @@ class Worker:
         if not await self._prepare(broker):
             return
         loop = asyncio.get_running_loop()
-        consumer = broker.consumer(self.queues, self.consumer_name, self.name)
+        consumer = broker.consumer(self.queues, self.consumer_name, self.name, slots=self.concurrency)
         keeper = consumer.lease_keeper()
         leases = LeaseThread(keeper, config.lease_s, loop, self._lease_lost) if keeper else None
         watchdog = LoopWatchdog(loop, config.blocked_loop_warn_s, self._describe)

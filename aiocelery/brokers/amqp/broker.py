@@ -111,9 +111,9 @@ class AmqpBroker:
         await self._client.call("SET", self._keys.epoch, "amqp", "NX")
         await self._link.declare(queues)
 
-    def consumer(self, queues: Sequence[str], name: str, worker: str) -> AmqpConsumer:
-        """A consumer with its own channel."""
-        return AmqpConsumer(list(queues), name, worker, link=self._link, starter=self._starter,
+    def consumer(self, queues: Sequence[str], name: str, worker: str, *, slots: int = 0) -> AmqpConsumer:
+        """A consumer with its own channel, whose prefetch is ``slots`` (the worker's concurrency)."""
+        return AmqpConsumer(list(queues), name, worker, slots=slots, link=self._link, starter=self._starter,
                             inflight=self._inflight, release_script=self._scripts.release, client=self._client,
                             keys=self._keys, lease_keeper=self._lease_keeper)
 

@@ -79,12 +79,14 @@ class AmqpConsumer:
     """One worker's consumers of its queues on one channel; deliveries are registered in
     ``inflight`` (token -> message) for the broker to acknowledge after settling."""
 
-    def __init__(self, queues: list[str], name: str, worker: str, *, link: AmqpLink, starter: AmqpStarter,
-                 inflight: dict[str, Inflight], release_script: Script, client: Client, keys: Keys,
-                 lease_keeper: Callable[[], LeaseKeeper]) -> None:
+    def __init__(self, queues: list[str], name: str, worker: str, *, slots: int, link: AmqpLink,
+                 starter: AmqpStarter, inflight: dict[str, Inflight], release_script: Script, client: Client,
+                 keys: Keys, lease_keeper: Callable[[], LeaseKeeper]) -> None:
         self._queues = queues
         self.name = name
         self.worker = worker
+        self._slots = slots
+        """The worker's concurrency (0: unknown, then the first fetch's count)."""
         self._link = link
         self._starter = starter
         self._inflight = inflight
@@ -103,9 +105,11 @@ class AmqpConsumer:
         """Messages whose task another live worker runs, until their next look."""
 
     async def _start(self, count: int) -> None:
-        """Open the channel and consume every queue (prefetch: the AMQP block's, else ``count``,
-        the worker's free slots at its first fetch: its concurrency)."""
-        prefetch = self._link.settings.prefetch_count or max(1, count)
+        """Open the channel and consume every queue (prefetch: the AMQP block's, else the worker's
+        concurrency; for a consumer made without it, ``count``, the first fetch's). Not the first
+        fetch's count in a worker: its fetcher asks for a third of its slots at a time, and each
+        running task holds its message unacknowledged, so the worker would run only that many."""
+        prefetch = self._link.settings.prefetch_count or max(1, self._slots or count)
         await self._link.declare(self._queues)
         channel = await self._link.channel(prefetch)
         try:

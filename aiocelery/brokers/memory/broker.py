@@ -121,8 +121,8 @@ class MemoryBroker:
     async def ensure_queues(self, queues: Sequence[str]) -> None:
         """Nothing to create in memory."""
 
-    def consumer(self, queues: Sequence[str], name: str, worker: str) -> MemoryConsumer:
-        """A consumer taking deliveries for ``queues`` under ``name``."""
+    def consumer(self, queues: Sequence[str], name: str, worker: str, *, slots: int = 0) -> MemoryConsumer:
+        """A consumer taking deliveries for ``queues`` under ``name`` (``slots`` unused)."""
         return MemoryConsumer(self, list(queues), name, worker)
 
     def _take(self, queues: Sequence[str], consumer: str, count: int) -> list[tuple[str, str, str]]:

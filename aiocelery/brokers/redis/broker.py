@@ -118,8 +118,8 @@ class RedisBroker:
             if exc.code != "BUSYGROUP":
                 raise
 
-    def consumer(self, queues: Sequence[str], name: str, worker: str) -> RedisConsumer:
-        """A consumer with its own blocking connection for XREADGROUP."""
+    def consumer(self, queues: Sequence[str], name: str, worker: str, *, slots: int = 0) -> RedisConsumer:
+        """A consumer with its own blocking connection for XREADGROUP (``slots`` unused: it reads on demand)."""
         return RedisConsumer(list(queues), name, worker, target=self._target, open_blocking=self._blocking_client,
                              client=self._client, keys=self._keys, starter=self._starter,
                              release_script=self._scripts.release, ensure_queues=self.ensure_queues)
