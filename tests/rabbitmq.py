@@ -95,10 +95,17 @@ def close_all_connections(vhost: str, explanation: str = "closed by the aioceler
     return rabbitmqctl("close_all_connections", "-p", vhost, explanation)
 
 
+def connections(vhost: str, *columns: str) -> list[list[str]]:
+    """The ``columns`` of each client connection open on ``vhost`` now. (``list_connections``
+    ignores ``-p`` and lists the whole node's, so the rows are filtered on the vhost column.)"""
+    out = rabbitmqctl("list_connections", "--no-table-headers", "vhost", *columns)
+    rows = [line.split("\t") for line in out.splitlines() if line.strip()]
+    return [row[1:] for row in rows if row[0] == vhost]
+
+
 def connection_count(vhost: str) -> int:
     """Client connections open on ``vhost`` now."""
-    return len([line for line in rabbitmqctl("list_connections", "-p", vhost, "--no-table-headers", "name")
-                .splitlines() if line.strip()])
+    return len(connections(vhost))
 
 
 def queue_depth(vhost: str, queue: str) -> int | None:

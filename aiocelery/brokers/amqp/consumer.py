@@ -114,7 +114,9 @@ class AmqpConsumer:
         channel = await self._link.channel(prefetch)
         try:
             for queue in self._queues:
-                declared = await channel.get_queue(queue, ensure=False)
+                # a (passive) declare, not get_queue(ensure=False): only a declared queue is known to
+                # the robust channel, which consumes it again after a reconnect
+                declared = await channel.declare_queue(queue, passive=True)
                 tag = await declared.consume(functools.partial(self._on_message, queue))
                 self._tags.append((declared, tag))
         except AMQP_ERRORS as exc:

@@ -31,6 +31,10 @@ AMQP_OR_OS_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, OSError)
 """AMQP errors and the builtin connection errors (ConnectionError and TimeoutError are OSErrors)."""
 CHANNEL_GONE: tuple[type[BaseException], ...] = (*AMQP_OR_OS_ERRORS, RuntimeError)
 """What acking on a channel that closed meanwhile may raise (aio-pika: RuntimeError or its errors)."""
+CONNECTION_DOWN: tuple[type[BaseException], ...] = (*AMQP_ERRORS, RuntimeError)
+"""What opening a channel or publishing may raise while the connection is lost: the AMQP errors, and
+aio-pika's RuntimeError for a connection or channel that closed (until the robust connection is back);
+turned into ConnectionError, which the callers retry (and the App reports as SendError)."""
 
 
 class Publication(NamedTuple):
@@ -69,6 +73,8 @@ class AmqpLink:
         self._connect_timeout_s = connect_timeout_s
         self._connection: AbstractRobustConnection | None = None
         self._opening = asyncio.Lock()
+        self._publishing = asyncio.Lock()
+        """Held while the publishing channel is (re)opened: concurrent sends share one."""
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._declared: set[str] = set()
@@ -103,22 +109,31 @@ class AmqpLink:
             channel = await connection.channel(publisher_confirms=True)
             if prefetch is not None:
                 await channel.set_qos(prefetch_count=prefetch)
-        except AMQP_ERRORS as exc:
+        except CONNECTION_DOWN as exc:
             raise ConnectionError(f"RabbitMQ: cannot open a channel: {type(exc).__name__}: {exc}") from exc
         return channel
 
     async def _publisher(self) -> tuple[AbstractChannel, AbstractExchange]:
         if self._channel is None or self._channel.is_closed or self._exchange is None:
-            self._channel = await self.channel()
-            s = self._settings
-            try:
-                self._exchange = await self._channel.declare_exchange(s.exchange, s.exchange_type, durable=True)
-            except ChannelPreconditionFailed as exc:
-                self._channel = None
-                raise ConfigError(f"RabbitMQ already has an exchange {s.exchange!r} that is not a durable "
-                                  f"{s.exchange_type} exchange ({exc}); delete it or set AMQPConfig.exchange to "
-                                  "another name") from exc
+            async with self._publishing:
+                if self._channel is None or self._channel.is_closed or self._exchange is None:
+                    await self._open_publisher()
+        assert self._channel is not None and self._exchange is not None
         return self._channel, self._exchange
+
+    async def _open_publisher(self) -> None:
+        self._channel = await self.channel()
+        s = self._settings
+        try:
+            self._exchange = await self._channel.declare_exchange(s.exchange, s.exchange_type, durable=True)
+        except ChannelPreconditionFailed as exc:
+            self._channel = None
+            raise ConfigError(f"RabbitMQ already has an exchange {s.exchange!r} that is not a durable "
+                              f"{s.exchange_type} exchange ({exc}); delete it or set AMQPConfig.exchange to "
+                              "another name") from exc
+        except CONNECTION_DOWN as exc:
+            raise ConnectionError(f"RabbitMQ: declaring exchange {s.exchange!r} failed: {type(exc).__name__}: "
+                                  f"{exc}") from exc
 
     async def declare(self, queues: Sequence[str]) -> None:
         """Declare each queue (durable; quorum unless configured classic) and bind it to the
@@ -140,7 +155,7 @@ class AmqpLink:
                 raise ConfigError(f"RabbitMQ already has a queue {queue!r} declared differently ({exc.args[0]}); "
                                   f"aiocelery declares it durable with x-queue-type={s.queue_type}: delete the "
                                   "queue, or set AMQPConfig.queue_type to match it") from exc
-            except AMQP_ERRORS as exc:
+            except CONNECTION_DOWN as exc:
                 raise ConnectionError(f"RabbitMQ: declaring queue {queue!r} failed: {type(exc).__name__}: {exc}") \
                     from exc
             self._declared.add(queue)
@@ -158,7 +173,7 @@ class AmqpLink:
                                                   delivery_mode=DeliveryMode.PERSISTENT),
                                  routing_key=p.queue, timeout=timeout_s)
                 for p in items))
-        except AMQP_ERRORS as exc:
+        except CONNECTION_DOWN as exc:
             raise ConnectionError(f"RabbitMQ did not take {len(items)} message(s): {type(exc).__name__}: {exc}") \
                 from exc
         for result in results:
