@@ -9,9 +9,12 @@ import time
 import pytest
 
 from aiocelery import App, AsyncResult, SendError
+from aiocelery.brokers.amqp.broker import RELAY_IDLE_S
+from aiocelery.brokers.redis.keys import Keys
 
 from . import rabbitmq
 from .conftest import make_config
+from .helpers import raw_redis
 
 
 def vhost_of(app: App) -> str:
@@ -92,3 +95,37 @@ async def test_concurrent_sends_share_one_publishing_channel(redis_url: str, key
         assert await asyncio.to_thread(channels, vhost_of(app)) == [1]
     finally:
         await app.close()
+
+
+async def test_a_task_whose_send_failed_is_published_by_a_relay(redis_url: str, key_prefix: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send whose publish fails leaves the task's record and its hold in the delayed set; once
+    the hold expires (RELAY_CLAIM_MS, 30 s: here made due at once), a worker's relay publishes it.
+    The hold is added without waking the relays, so a relay that found nothing due must look again
+    by itself (it used to sleep until the next wake message: the task was never published)."""
+    config = make_config("amqp", redis_url, key_prefix, fetch_block_s=0.5)
+    worker_app, sender = App(config), App(config)
+
+    @worker_app.task(name="Double")
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("RabbitMQ refused it (the test)")
+
+    try:
+        async with worker_app.worker(concurrency=2):
+            assert await (await sender.send_task("Double", [1])).get(timeout=10) == 2  # the relay found nothing
+            monkeypatch.setattr(sender.broker.link, "publish", refused)
+            with pytest.raises(SendError) as info:
+                await sender.send_task("Double", [21])
+            task_id = info.value.task_id
+            async with raw_redis(redis_url) as client:
+                delayed = Keys(key_prefix).delayed(config.default_queue)
+                assert await client.zscore(delayed, task_id) is not None  # held for the failed sender
+                seconds, micros = await client.time()
+                await client.zadd(delayed, {task_id: seconds * 1000 + micros // 1000})  # as if 30 s had passed
+            assert await worker_app.AsyncResult(task_id).get(timeout=RELAY_IDLE_S + 5) == 42
+    finally:
+        await sender.close()
+        await worker_app.close()

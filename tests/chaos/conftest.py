@@ -1,4 +1,5 @@
-"""Fixtures of the chaos suite: a ledger Redis for the session, a fresh broker Redis per test."""
+"""Fixtures of the chaos suite: a ledger Redis for the session, a fresh broker Redis per test (with
+``chaos_amqp``: a fresh RabbitMQ vhost as the broker, that Redis as the result backend)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .. import vhosts
 from ..redis_server import RedisServer
 from .harness import Chaos
 
@@ -31,11 +33,13 @@ def ledger_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
     server.stop()
 
 
-async def _chaos(tmp_path: Path, ledger: RedisServer, *, persistent: bool) -> AsyncIterator[Chaos]:
+async def _chaos(tmp_path: Path, ledger: RedisServer, *, persistent: bool,
+                 amqp: bool = False) -> AsyncIterator[Chaos]:
     workdir = tmp_path / "broker"
     workdir.mkdir()
+    vhost = vhosts.fresh_vhost() if amqp else None  # fails the test, never skips, without RabbitMQ
     broker = RedisServer(persistent=persistent, workdir=workdir).start()
-    chaos = Chaos(tmp_path, broker, ledger.url)
+    chaos = Chaos(tmp_path, broker, ledger.url, amqp_vhost=vhost)
     try:
         await chaos.open()
         yield chaos
@@ -58,4 +62,12 @@ async def chaos(tmp_path: Path, ledger_server: RedisServer) -> AsyncIterator[Cha
 async def chaos_aof(tmp_path: Path, ledger_server: RedisServer) -> AsyncIterator[Chaos]:
     """A scenario on a fresh broker Redis with AOF ``appendfsync always`` (survives kill -9)."""
     async for c in _chaos(tmp_path, ledger_server, persistent=True):
+        yield c
+
+
+@pytest.fixture
+async def chaos_amqp(tmp_path: Path, ledger_server: RedisServer) -> AsyncIterator[Chaos]:
+    """A scenario on RabbitMQ: a fresh vhost as the broker, a fresh Redis without persistence as the
+    result backend (records, results, delayed set, dead letters)."""
+    async for c in _chaos(tmp_path, ledger_server, persistent=False, amqp=True):
         yield c

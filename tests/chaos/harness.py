@@ -1,5 +1,10 @@
 """Chaos harness: a broker Redis per test, a ledger Redis nobody faults, worker subprocesses, checks.
 
+A scenario can also run on RabbitMQ (``Chaos(amqp_vhost=...)``, the ``chaos_amqp`` fixture): workers
+and clients then use ``amqp://`` on a vhost of the test's own as broker and the scenario's Redis as
+result backend (task records, results, delayed set, dead letters: the same keys as on Redis), and
+"drained" means the RabbitMQ queue holds no message (ready or unacknowledged) and nothing is delayed.
+
 Every task of ``TASKS`` appends one JSON line per execution to ``<ns>:runs:<task id>`` on the
 ledger (worker, attempt, redelivered, pid, time), so a test can count executions per task no
 matter what happened to the broker. ``Chaos.verify()`` then checks the contract for a set of ids:
@@ -28,6 +33,7 @@ from redis.asyncio.client import PubSub
 
 from aiocelery import App, AsyncResult, Config
 
+from .. import rabbitmq
 from ..procs import Proc, Procs, dead_key, stream_key, task_key
 from ..redis_server import RedisServer
 
@@ -319,7 +325,10 @@ class Chaos:
 
     tmp_path: Path
     broker: RedisServer
+    """The scenario's Redis: the broker, or with ``amqp_vhost`` the result backend."""
     ledger_url: str
+    amqp_vhost: str | None = None
+    """A RabbitMQ vhost of this scenario's own: the broker is then RabbitMQ, ``broker`` its result backend."""
     prefix: str = field(default_factory=lambda: f"c{uuid.uuid4().hex[:10]}")
     ns: str = field(default_factory=lambda: f"ledger{uuid.uuid4().hex[:10]}")
     procs: Procs = field(init=False)
@@ -355,6 +364,30 @@ class Chaos:
         await self.rds.aclose()
         self.rds = aioredis.Redis.from_url(self.broker.url, socket_connect_timeout=2.0)
 
+    # -- where the broker is ------------------------------------------------------------------
+
+    @property
+    def is_amqp(self) -> bool:
+        return self.amqp_vhost is not None
+
+    @property
+    def broker_url(self) -> str:
+        """What workers and clients get as ``broker``: the Redis, or ``amqp://`` on the scenario's vhost."""
+        return self.broker.url if self.amqp_vhost is None else rabbitmq.amqp_url(self.amqp_vhost)
+
+    def broker_env(self, broker_url: str | None = None) -> dict[str, str]:
+        """``AIOCELERY_*`` variables naming the broker (and with RabbitMQ the Redis result backend);
+        ``broker_url`` stands for the scenario's Redis (e.g. a proxy in front of it)."""
+        redis_url = broker_url or self.broker.url
+        if self.amqp_vhost is None:
+            return {"AIOCELERY_BROKER": redis_url}
+        return {"AIOCELERY_BROKER": self.broker_url, "AIOCELERY_RESULT_BACKEND": redis_url}
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a CLI subprocess (``procs.run_cli``) on this scenario's broker and prefix,
+        which can load the tasks module (``-A chaos_tasks:app``)."""
+        return self.procs.env(**self.broker_env(), LEDGER_URL=self.ledger_url, LEDGER_NS=self.ns, **extra)
+
     # -- keys --------------------------------------------------------------------------------
 
     @property
@@ -385,10 +418,11 @@ class Chaos:
         if grace is not None:
             cli += ["--grace", str(grace)]
         extra = {**FAST_ENV, "LEDGER_URL": self.ledger_url, "LEDGER_NS": self.ns, **env}
-        if broker_url is not None:
-            extra["AIOCELERY_BROKER"] = broker_url
+        if broker_url is not None or self.is_amqp:
+            extra.update(self.broker_env(broker_url))
         proc = self.procs.worker(f"{TASKS_MODULE}:app", *cli, **extra)
         if loglevel not in ("info", "debug"):
+            assert not self.is_amqp, "a RabbitMQ worker is found ready by its log: run it at info level"
             self._quiet.add(proc.pid)
         return proc
 
@@ -419,8 +453,13 @@ class Chaos:
     # -- clients -----------------------------------------------------------------------------
 
     def app(self, broker_url: str | None = None, **config: Any) -> App:
-        """A client App on the broker (or on ``broker_url``, e.g. a proxy); closed at teardown."""
-        app = App(Config(broker=broker_url or self.broker.url, key_prefix=self.prefix, **config))
+        """A client App on the broker (or on ``broker_url``, e.g. a proxy, standing for the scenario's
+        Redis: with RabbitMQ the result backend); closed at teardown."""
+        if self.is_amqp:
+            config = {"broker": self.broker_url, "result_backend": broker_url or self.broker.url, **config}
+        else:
+            config = {"broker": broker_url or self.broker.url, **config}
+        app = App(Config(key_prefix=self.prefix, **config))
         self._apps.append(app)
         return app
 
@@ -549,9 +588,24 @@ class Chaos:
         return [{k.decode(): v.decode(errors="replace") for k, v in fields.items()}
                 for _, fields in await self.rds.xrange(self.dead)]
 
+    async def amqp_depth(self) -> int:
+        """Messages in the RabbitMQ queue, ready and unacknowledged (0 before it is declared)."""
+        assert self.amqp_vhost is not None
+        return await asyncio.to_thread(rabbitmq.queue_depth, self.amqp_vhost, QUEUE) or 0
+
     async def assert_drained(self, timeout: float = 10.0) -> None:
-        """Stream empty, nothing pending in the group, nothing delayed (waits a little for settles)."""
+        """Stream empty, nothing pending in the group, nothing delayed (waits a little for settles).
+        On RabbitMQ: the queue holds no message, ready or unacknowledged, and nothing is delayed."""
         deadline = time.monotonic() + timeout
+        if self.is_amqp:
+            while True:
+                depth, delayed = await self.amqp_depth(), await self.rds.zcard(self.delayed)
+                if depth == delayed == 0:
+                    return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"queue not drained: {depth} message(s) in RabbitMQ, delayed {delayed}: "
+                                         f"{await self.rds.zrange(self.delayed, 0, 9, withscores=True)}")
+                await asyncio.sleep(0.2)
         while True:
             xlen, pending, delayed = (await self.rds.xlen(self.stream), await self.pending(),
                                       await self.rds.zcard(self.delayed))

@@ -41,6 +41,10 @@ from aiocelery.wire.workflow import ChordInit, Spec
 log = logging.getLogger("aiocelery.broker")
 RELAY_BATCH = 500
 """Due tasks claimed and published per claim.lua call (calls repeat while a batch comes back full)."""
+RELAY_IDLE_S = 5.0
+"""The relay looks at the delayed set at least this often, whatever it found due: a sender holds
+its tasks there (RELAY_CLAIM_MS) without waking the relays, so the tasks of a send whose publish
+failed are published at most this long after their hold expires."""
 CREATED_FOR_US = 3
 """enqueue.lua's reply for a task created ready and held for its sender to publish."""
 
@@ -153,8 +157,9 @@ class AmqpBroker:
         await on_wake_forever(self._hub, [self._keys.wake(q) for q in queues], lambda: self._relay_all(queues),
                               "publishing due tasks to RabbitMQ")
 
-    async def _relay_all(self, queues: Sequence[str]) -> float | None:
-        """Claim, publish and unclaim every queue's due tasks; seconds until the next one is due."""
+    async def _relay_all(self, queues: Sequence[str]) -> float:
+        """Claim, publish and unclaim every queue's due tasks; seconds until the next one is due, at
+        most RELAY_IDLE_S (a failed sender's hold wakes nobody)."""
         soonest: float | None = None
         for queue in queues:
             while True:
@@ -170,7 +175,7 @@ class AmqpBroker:
                     break
             if next_ms >= 0:
                 soonest = next_ms / 1000 if soonest is None else min(soonest, next_ms / 1000)
-        return soonest
+        return RELAY_IDLE_S if soonest is None else min(soonest, RELAY_IDLE_S)
 
     async def now_ms(self) -> int:
         """Redis server time (the records' clock)."""
