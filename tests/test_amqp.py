@@ -302,3 +302,25 @@ async def test_a_queue_name_rabbitmq_reserves_is_a_config_error(app: App) -> Non
 def test_acks_cover_with_one_multiple_ack_only_what_is_done(outstanding: set[int], asked: list[int],
                                                             upto: int | None, single: list[int]) -> None:
     assert _batch(outstanding, asked) == (upto, single)
+
+
+async def test_sending_again_a_task_whose_send_was_never_confirmed_publishes_it_now(app: App) -> None:
+    # A SendError leaves the record and the sender's hold; sending the same id again (what the
+    # error advises) publishes it at once as a new publication, and still creates nothing.
+    broker = app.broker
+    assert isinstance(broker, AmqpBroker)
+    item = outgoing()
+    await broker._store.enqueue([item])  # as a send whose publish failed: record and hold, no message
+    again = await broker.publish([item])
+    assert [(p.created, p.task_id) for p in again] == [(False, item.message.id)]
+    c = new_consumer(app, "c1")
+    try:
+        d = await fetch_one(c)
+        assert (d.task_id, d.attempt) == (item.message.id, 1)
+        async with raw_redis(app.config.backend_url) as r:
+            assert await r.hget(Keys(app.config.key_prefix).task(item.message.id), "pub") == b"2"
+        assert await app.broker.settle(d, success("once")) is True
+        assert await broker.publish([item]) == again  # final now: nothing is published
+        assert await c.fetch(10, 0.3) == []
+    finally:
+        await c.close()

@@ -133,10 +133,10 @@ async def test_amqp_broker_closes_every_connection_mid_drain(chaos_amqp: Chaos) 
     other one the same way.
 
     A send that fails during the close raises SendError; the client sends it again with the same id,
-    as SendError says. That finds the record made by the failed send and publishes nothing: the task
-    waits in the delayed set until a worker's relay publishes it, when the failed sender's hold
-    expires (RELAY_CLAIM_MS, 30 s; the relays look every RELAY_IDLE_S). So those tasks finish about
-    30 s late (measured below), not lost: this scenario takes about 40 s."""
+    as SendError says. That finds the record made by the failed send, still held for a sender (its
+    publish was never confirmed), and publishes it at once as a new publication (enqueue.lua), so
+    the failed message, if RabbitMQ had it after all, is stale; had the client given up, a relay
+    would publish it when the hold expires (RELAY_CLAIM_MS, 30 s)."""
     chaos = chaos_amqp
     assert chaos.amqp_vhost is not None
     workers = await chaos.workers(2, concurrency=8)

@@ -45,8 +45,18 @@ RELAY_IDLE_S = 5.0
 """The relay looks at the delayed set at least this often, whatever it found due: a sender holds
 its tasks there (RELAY_CLAIM_MS) without waking the relays, so the tasks of a send whose publish
 failed are published at most this long after their hold expires."""
-CREATED_FOR_US = 3
-"""enqueue.lua's reply for a task created ready and held for its sender to publish."""
+HELD_FOR_US = 3
+"""enqueue.lua's reply (alone, or first in a list) for a task held for its sender to publish."""
+
+
+def _publication(reply: Any) -> int:
+    """The publication enqueue.lua holds a task under for this sender to publish; 0: none (the task
+    is delayed, or was there already and needs nothing from this send)."""
+    if reply == HELD_FOR_US:
+        return 1  # created now
+    if isinstance(reply, list) and reply[0] == HELD_FOR_US:
+        return int(reply[3])  # sent again while its earlier send was never confirmed
+    return 0
 
 
 class AmqpBroker:
@@ -82,8 +92,8 @@ class AmqpBroker:
         and confirmed (bounded by ``send_timeout_s``); its hold is dropped after, in the background."""
         await self._link.declare(sorted({item.message.queue for item in items}))  # a bad name: nothing written
         replies = await self._store.enqueue(items)
-        ours = [Publication(item.message.queue, item.message.id, 1, item.message.name)
-                for item, reply in zip(items, replies, strict=True) if reply == CREATED_FOR_US]
+        ours = [Publication(item.message.queue, item.message.id, _publication(reply), item.message.name)
+                for item, reply in zip(items, replies, strict=True) if _publication(reply)]
         if ours:
             await self._link.publish(ours, self._send_timeout_s)
             self._unclaim_later(ours)

@@ -7,7 +7,10 @@
 --       8 expires ms or '', 9 dedup ttl ms or '', 10 expires-in ms or '', 11 workflow json or ''
 -- Returns per message 1 (created), or {0 this id exists | 2 deduplicated, state, task id}; with the
 -- stream key '' (RabbitMQ), 3 for a task created ready: the caller publishes it as publication 1,
--- held for it in the delayed set (see RELAY_CLAIM_MS in prelude.lua).
+-- held for it in the delayed set (see RELAY_CLAIM_MS in prelude.lua); and {3, state, task id,
+-- publication} for a task sent again while its hold is still there (its earlier send was never
+-- confirmed): held again for this caller, to publish as that new publication (an earlier message,
+-- if RabbitMQ had it after all, is stale).
 -- The record gets no attempt or crash count: absent reads as 0 (begin.lua writes both).
 local K_TASK, K_STREAM, K_DELAYED, K_DEDUP = 1, 2, 3, 4
 local UNIT_KEYS = 4
@@ -30,7 +33,17 @@ for i = 0, #KEYS / UNIT_KEYS - 1 do
       redis.call('SET', KEYS[k + K_DEDUP], id, 'PX', tonumber(ARGV[a + A_DEDUP_TTL]))
     end
   end
-  if existing then
+  local held = nil  -- RabbitMQ: a task still held for a sender that never had it confirmed
+  if existing == 'PENDING' and KEYS[k + K_STREAM] == '' then
+    local score = tonumber(redis.call('ZSCORE', KEYS[k + K_DELAYED], id) or '0')
+    if score ~= math.floor(score) then
+      held = redis.call('HINCRBY', key, F_PUB, 1)
+      redis.call('ZADD', KEYS[k + K_DELAYED], now + RELAY_CLAIM_MS, id)
+    end
+  end
+  if held then
+    out[#out + 1] = {3, existing, id, held}
+  elseif existing then
     out[#out + 1] = {0, existing, id}
   elseif holder then
     out[#out + 1] = {2, 'PENDING', holder}
