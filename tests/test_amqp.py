@@ -324,3 +324,47 @@ async def test_sending_again_a_task_whose_send_was_never_confirmed_publishes_it_
         assert await c.fetch(10, 0.3) == []
     finally:
         await c.close()
+
+
+PATIENT = """
+import asyncio
+import os
+import sys
+
+from aiocelery import current_task
+
+
+@app.task(name="patient")
+async def patient() -> dict:
+    print(f"running {current_task().id}", file=sys.stderr, flush=True)
+    await asyncio.sleep(float(os.environ.get("TASK_SLEEP_S", "0")))
+    ctx = current_task()
+    return {"attempt": ctx.attempt, "redelivered": ctx.redelivered, "worker": ctx.worker}
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_hands_a_running_task_back_to_rabbitmq(tmp_path: Path, redis_url: str, key_prefix: str,
+                                                             amqp_broker_url: str) -> None:
+    with Procs(tmp_path, redis_url, key_prefix, broker=amqp_broker_url) as procs:
+        procs.write_module("patient_tasks", PATIENT)
+        async with App(procs.config()) as client:
+            first = procs.worker("patient_tasks:app", "-c", "2", "--grace", "0.5", "-n", "first", TASK_SLEEP_S="30")
+            await first.wait_banner()
+            result = await client.send_task("patient")
+            await first.wait_output(lambda p: f"running {result.id}\n" in p.stderr, "the task to run")
+            first.signal(signal.SIGTERM)
+            assert await first.wait(10) == 0, first.describe()
+            assert "handed 1 unfinished task(s) back to the queue" in first.stderr, first.describe()
+            async with raw_redis(redis_url) as r:
+                fields = await r.hmget(Keys(key_prefix).task(result.id), ["state", "crashes"])
+            assert fields == [b"PENDING", b"0"]  # a hand-back is not a crash
+            stats = await client.connections.operations.queue_stats("aiocelery")
+            assert (stats.waiting, stats.running) == (1, 0)  # requeued on RabbitMQ, owned by nobody
+
+            second = procs.worker("patient_tasks:app", "-c", "2", "-n", "second", TASK_SLEEP_S="0")
+            assert await result.get(timeout=15) == {"attempt": 2, "redelivered": True, "worker": "second"}
+            second.signal(signal.SIGTERM)
+            assert await second.wait(15) == 0, second.describe()
+            stats = await client.connections.operations.queue_stats("aiocelery")
+            assert (stats.waiting, stats.delayed) == (0, 0)
