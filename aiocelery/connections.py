@@ -128,5 +128,6 @@ def _amqp(config: Config, clock: Clock | None) -> Connections:
 
 _BUILDERS: dict[str, Callable[[Config, Clock | None], Connections]] = {
     "memory": _memory, "redis": _redis, "rediss": _redis, "unix": _redis, "amqp": _amqp, "amqps": _amqp,
+    "redis+sentinel": _redis, "rediss+sentinel": _redis,
 }
 """Builders by URL scheme."""

@@ -8,6 +8,8 @@ naming the field, the URL (its password redacted) and what to do. The forms::
     rediss://[[user]:password@]host[:port][/db][?ssl_ca_certs=ca.pem&ssl_certfile=c.pem&ssl_keyfile=c.key
                                                   &ssl_cert_reqs=required|optional|none]
     unix://[[user]:password@]/path/to/redis.sock[?db=N]
+    redis+sentinel://[user:password@]host1:26379,host2:26379/<master-name>[/db][?sentinel_password=...]
+    rediss+sentinel://...  (TLS to the sentinels and the master; the TLS parameters as for rediss://)
     amqp://[user:password@]host[:port][/vhost][?heartbeat=S]      (RabbitMQ; a result backend on Redis)
     amqps://[user:password@]host[:port][/vhost][?heartbeat=S&ssl_ca_certs=...&ssl_cert_reqs=...]
     memory://
@@ -21,6 +23,7 @@ ones are there already, refused as not supported yet).
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,6 +193,31 @@ def _tcp(u: _Url, tls: TLSSettings) -> Target:
                   tls=_tls_options(u, tls) if u.scheme.tls else None)
 
 
+def _sentinel(u: _Url, tls: TLSSettings) -> Target:
+    """``redis+sentinel://`` and ``rediss+sentinel://``: the sentinels (comma-separated, port
+    26379 by default), then the master name and the database in the path. The user and password
+    are the master's; the sentinels' own are the query's ``sentinel_username``/``sentinel_password``."""
+    form = "redis+sentinel://[user:password@]host1:26379,host2:26379/<master-name>[/db]"
+    hosts = u.parts.netloc.rpartition("@")[2]
+    sentinels = []
+    for item in hosts.split(","):
+        host, colon, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
+        host = host if colon else item
+        if not host or (colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536)):
+            raise u.error(f"has sentinel {item!r}",
+                          f"write each sentinel as host:port, comma-separated, as in {form!r}")
+        sentinels.append((host.strip("[]"), int(port) if colon else 26379))
+    segments = [unquote(seg) for seg in u.parts.path.split("/")[1:]]
+    if not segments or not segments[0] or len(segments) > 2:
+        raise u.error(f"has path {u.parts.path!r}", f"give the master name the sentinels monitor, as in {form!r}")
+    db = _db_number(u, segments[1]) if len(segments) == 2 and segments[1] else 0
+    username, password = _credentials(u)
+    return Target(sentinels=tuple(sentinels), service=segments[0], db=db, username=username, password=password,
+                  sentinel_username=u.query.get("sentinel_username"),
+                  sentinel_password=u.query.get("sentinel_password"),
+                  tls=_tls_options(u, tls) if u.scheme.tls else None)
+
+
 def _unix(u: _Url, tls: TLSSettings) -> Target:
     """``unix:///path/to/redis.sock?db=N``."""
     hostport = u.parts.netloc.rpartition("@")[2]
@@ -235,7 +263,9 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
     Scheme("rediss", _tcp, ("db", *TLS_PARAMS), tls=True, what="Redis over TLS"),
     Scheme("unix", _unix, ("db",), what="Redis on a unix socket"),
     Scheme("memory", _memory, what="in-process broker"),
-    Scheme("redis+sentinel", None, what="Redis through Sentinel"),
+    Scheme("redis+sentinel", _sentinel, ("sentinel_username", "sentinel_password"), what="Redis through Sentinel"),
+    Scheme("rediss+sentinel", _sentinel, ("sentinel_username", "sentinel_password", *TLS_PARAMS), tls=True,
+           what="Redis through Sentinel, over TLS"),
     Scheme("redis+cluster", None, what="Redis Cluster"),
     Scheme("amqp", _amqp, ("heartbeat",), what="RabbitMQ"),
     Scheme("amqps", _amqp, ("heartbeat", *TLS_PARAMS), tls=True, what="RabbitMQ over TLS"),
@@ -357,9 +387,10 @@ def _holds_private_key(path: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs, banners and errors. When an '@'
-    follows the host part (a password with an unencoded '/', '?' or '#'), everything before the
-    last '@' is hidden."""
+    """The URL with any password replaced by ``***`` (the user info's, and a ``sentinel_password``
+    query parameter's), for logs, banners and errors. When an '@' follows the host part (a
+    password with an unencoded '/', '?' or '#'), everything before the last '@' is hidden."""
+    url = re.sub(r"(sentinel_password=)[^&#]*", r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url

@@ -47,7 +47,7 @@ def test_accepted_broker_schemes(url: str) -> None:
     assert Config(broker=url).broker == url
 
 
-@pytest.mark.parametrize("url", ["http://h:6379/0", "amqp1://guest@h//", "h:6379", "", "redis+sentinel://h/0"])
+@pytest.mark.parametrize("url", ["http://h:6379/0", "amqp1://guest@h//", "h:6379", "", "redis+cluster://h/0"])
 def test_bad_broker_scheme(url: str) -> None:
     with pytest.raises(ConfigError, match="broker") as info:
         Config(broker=url)
@@ -260,9 +260,13 @@ BAD_URLS = [
     ("rediss://h?ssl_ca_certs=/nonexistent/ca.pem", "ssl_ca_certs file '/nonexistent/ca.pem', which does not exist",
      "path of a PEM file"),
     ("rediss://h?ssl_ca_certs=missing-ca.pem", "does not exist (looked in /", "path of a PEM file"),
-    ("redis+sentinel://h/0", "redis+sentinel:// (Redis through Sentinel), which aiocelery does not support yet",
+    ("redis+cluster://h/0", "redis+cluster:// (Redis Cluster), which aiocelery does not support yet",
      "redis://, rediss://, unix://, memory://"),
-    ("redis+cluster://h/0", "does not support yet", "redis://, rediss://, unix://, memory://"),
+    ("redis+sentinel://h1:x/m", "has sentinel 'h1:x'", "host:port, comma-separated"),
+    ("redis+sentinel://h1,h2/", "has path '/'", "give the master name"),
+    ("redis+sentinel://h1/m/0/1", "has path '/m/0/1'", "give the master name"),
+    ("redis+sentinel://h1/m/x", "has database 'x'", "write a number"),
+    ("redis+sentinel://h1/m?db=1", "has unknown query parameter 'db'", "sentinel_password"),
     ("amqp://guest@h//", "has user 'guest' but no password", "write amqp://user:password@host"),
     ("amqp://h/a/b", "has path '/a/b'", "%2F"),
     ("amqp://h:0/", "has port 0", "leave it out for 5672"),
@@ -290,7 +294,8 @@ def test_every_bad_url_part_is_a_config_error_that_says_what_to_do(field: str, u
 @pytest.mark.parametrize("url", [
     "redis://:secret@h:0/0", "redis://u:secret@h/abc", "redis://:secret@h/0?nope=1", "rediss://:secret@h?ssl_ca_certs=x",
     "redis://:top/secret@h/0", "redis://:top#secret@h/0", "redis://:top?secret@h/0", "redis://:secret@[::1/0",
-    "postgres://:secret@h/0", "redis+sentinel://:secret@h/0", "redis://:secret@h/0#frag",
+    "postgres://:secret@h/0", "redis+cluster://:secret@h/0", "redis://:secret@h/0#frag",
+    "redis+sentinel://:secret@h:x/m", "redis+sentinel://:secret@h/m?sentinel_password=secret&nope=1",
 ])
 def test_no_error_shows_a_password(url: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -469,3 +474,28 @@ def test_a_redis_broker_refuses_an_amqp_result_backend() -> None:
 def test_amqp_block_values_are_checked(changes: dict[str, object], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         AMQPConfig(**changes)  # type: ignore[arg-type]
+
+
+
+@pytest.mark.parametrize(("url", "sentinels", "service", "db"), [
+    ("redis+sentinel://127.0.0.1:26379,h2,[::1]:26380/mymaster/2", (("127.0.0.1", 26379), ("h2", 26379),
+                                                                     ("::1", 26380)), "mymaster", 2),
+    ("redis+sentinel://u:p@s1:1/m", (("s1", 1),), "m", 0),
+    ("redis+sentinel://s1/m%2Fx/", (("s1", 26379),), "m/x", 0),
+])
+def test_sentinel_urls_name_the_sentinels_the_master_and_the_database(url: str, sentinels: tuple[tuple[str, int], ...],
+                                                                     service: str, db: int) -> None:
+    target = Config(broker=url).broker_target
+    assert target is not None
+    assert (target.sentinels, target.service, target.db, target.tls) == (sentinels, service, db, None)
+    assert "master " + repr(service) in target.where
+
+
+def test_sentinel_credentials_are_kept_apart_and_redacted() -> None:
+    url = "redis+sentinel://app:pw@s1:26379/m?sentinel_username=sen&sentinel_password=spw"
+    config = Config(broker=url)
+    target = config.broker_target
+    assert target is not None
+    assert (target.username, target.password, target.sentinel_username, target.sentinel_password) == (
+        "app", "pw", "sen", "spw")
+    assert "pw" not in redact_url(url).replace("sentinel_password", "") and "spw" not in repr(config)

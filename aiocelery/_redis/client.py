@@ -87,14 +87,17 @@ class Client:
 
         Each attempt must end within the socket timeout and, with ``timeout_s``, all attempts
         within that. A lost connection, or one on which the wait timed out, is retried on a new
-        connection. The wait for replies is bounded by the connection's own deadline timer (no
+        connection: ``attempts`` times, or with ``timeout_s`` as long as it lasts. The wait for
+        replies is bounded by the connection's own deadline timer (no
         timer per call); waiting for a free connection, which is rare, by ``asyncio.timeout``.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         data = commands[0] if len(commands) == 1 else b"".join(commands)
         delays: RetryDelays | None = None
-        for attempt in range(self._attempts):
+        attempt = 0
+        while True:
+            attempt += 1
             limit = _limit(self._socket_timeout, None if deadline is None else deadline - loop.time())
             conn: Connection | None = None
             try:
@@ -103,7 +106,7 @@ class Client:
                     async with asyncio.timeout(limit):
                         conn = await self._acquire()
                     limit = _limit(self._socket_timeout, None if deadline is None else deadline - loop.time())
-                replies = await conn.send(data, len(commands), limit)
+                replies = _from_master(conn, await conn.send(data, len(commands), limit), self.target)
                 self._release(conn)
                 return replies
             except TimeoutError:
@@ -119,13 +122,13 @@ class Client:
                 raise
             if conn is not None:
                 self._release(conn)
+            # with a deadline, tries go on until it (a Sentinel failover takes seconds); else ``attempts``
             remaining = None if deadline is None else deadline - loop.time()
-            if attempt + 1 == self._attempts or self._closed or (remaining is not None and remaining <= 0):
+            if self._closed or (attempt >= self._attempts if remaining is None else remaining <= 0):
                 raise error
             delays = delays or RetryDelays(base=0.05, cap=1.0)
             delay = delays.next()
             await asyncio.sleep(delay if remaining is None else min(delay, remaining))
-        raise AssertionError("unreachable")
 
     def _take_idle(self) -> Connection | None:
         """An idle open connection, marked busy (None: none is idle)."""
@@ -221,3 +224,15 @@ def blocking_client(target: Target, block_s: float, *, socket_timeout: float = 1
     """
     return Client(target, max_connections=1, socket_timeout=block_s + socket_timeout,
                   connect_timeout=connect_timeout, attempts=2)
+
+
+def _from_master(conn: Connection, replies: list[Any], target: Target) -> list[Any]:
+    """``replies``, unless a write was refused with READONLY: a failover made the server a replica.
+    Then the connection is dropped and RedisConnectionError raised, so the commands go again to a
+    new connection, to the master (every write aiocelery sends is safe to repeat)."""
+    if any(isinstance(r, ReplyError) and r.code == "READONLY" for r in replies):
+        conn.abort(RedisConnectionError("READONLY"))
+        raise RedisConnectionError(f"Redis ({target.where}) answered READONLY: the server is a replica now "
+                                   "(a failover?); the commands are sent again")
+    return replies
+

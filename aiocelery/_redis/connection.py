@@ -20,6 +20,7 @@ from typing import Any, cast
 import hiredis
 
 from aiocelery._redis.errors import ProtocolError, RedisConnectionError, RedisTimeoutError, ReplyError
+from aiocelery._redis.sentinel import check_master, resolve_master
 from aiocelery._redis.tls import TLSOptions, ssl_context
 from aiocelery._redis.wire import pack
 
@@ -39,10 +40,22 @@ class Target:
     password: str | None = field(default=None, repr=False)
     tls: TLSOptions | None = None
     """None: plain TCP."""
+    sentinels: tuple[tuple[str, int], ...] = ()
+    """Sentinel addresses: when set, each connection asks them where master ``service`` is
+    (``sentinel.py``), and ``host`` and ``port`` are not used."""
+    service: str | None = None
+    """The master name the sentinels monitor."""
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    """AUTH for the sentinels themselves (the master's is ``username``/``password``)."""
+    check_master: bool = False
+    """Check with ROLE that the server is a master (set on a Target a sentinel named)."""
 
     @property
     def where(self) -> str:
-        """``host:port`` or the socket path, for error messages."""
+        """``host:port``, the socket path, or the sentinels and master name, for error messages."""
+        if self.sentinels:
+            return f"master {self.service!r} of sentinels {','.join(f'{h}:{p}' for h, p in self.sentinels)}"
         return self.path or f"{self.host}:{self.port}"
 
 
@@ -188,6 +201,8 @@ async def open_connection(target: Target, *, connect_timeout: float | None = 5.0
     conn: Connection | None = None
     try:
         async with asyncio.timeout(connect_timeout):
+            if target.sentinels:
+                target = await resolve_master(target)
             conn = await _connect(target)
             await _set_up(conn, target)
     except BaseException as exc:
@@ -225,9 +240,17 @@ async def _set_up(conn: Connection, target: Target) -> None:
         if target.tls is None:
             raise
         raise tls_dropped(target.where, exc) from exc
-    for reply in replies:
+    check_setup(target, replies)
+
+
+def check_setup(target: Target, replies: list[Any]) -> None:
+    """The replies to ``setup_commands``: RedisConnectionError for a refusal, or (``check_master``)
+    a server that is not the master."""
+    for reply in replies[:-1] if target.check_master else replies:
         if isinstance(reply, ReplyError):
             raise RedisConnectionError(f"Redis at {target.where} refused the connection setup: {reply}")
+    if target.check_master:
+        check_master(target, replies[-1])
 
 
 def tls_failure(where: str, exc: ssl.SSLError) -> RedisConnectionError:
@@ -260,6 +283,8 @@ def setup_commands(target: Target) -> list[bytes]:
         commands.append(pack(auth))
     if target.db:
         commands.append(pack(["SELECT", target.db]))
-    if target.tls is not None and not target.path and not commands:
+    if target.check_master:
+        commands.append(pack(["ROLE"]))
+    elif target.tls is not None and not target.path and not commands:
         commands.append(pack(["PING"]))
     return commands

@@ -13,9 +13,10 @@ from typing import Any
 
 import hiredis
 
-from aiocelery._redis.connection import Target, setup_commands, tls_dropped, tls_failure
+from aiocelery._redis.connection import Target, check_setup, setup_commands, tls_dropped, tls_failure
 from aiocelery._redis.errors import RedisConnectionError, RedisTimeoutError, ReplyError
 from aiocelery._redis.scripts import Script
+from aiocelery._redis.sentinel import resolve_master_sync
 from aiocelery._redis.tls import ssl_context
 from aiocelery._redis.wire import CommandPart, evalsha, pack
 
@@ -52,7 +53,11 @@ class SyncClient:
         """Send packed ``commands`` and read their replies (error replies in place)."""
         try:
             sock = self._sock or self._connect()
-            return self._exchange(sock, commands)
+            replies = self._exchange(sock, commands)
+            if any(isinstance(r, ReplyError) and r.code == "READONLY" for r in replies):
+                self.close()  # a failover demoted this server: the next call asks the sentinels again
+                raise RedisConnectionError("Redis answered READONLY: it is a replica now (a failover?)")
+            return replies
         except TimeoutError:
             self.close()
             raise RedisTimeoutError(f"no reply from Redis within {self._timeout} s") from None
@@ -84,6 +89,8 @@ class SyncClient:
 
     def _connect(self) -> socket.socket:
         t = self._target
+        if t.sentinels:
+            t = resolve_master_sync(t, self._timeout)
         if t.path:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self._timeout)
@@ -109,10 +116,11 @@ class SyncClient:
             if t.tls is None:
                 raise
             raise tls_dropped(t.where, exc) from exc
-        for reply in replies:
-            if isinstance(reply, ReplyError):
-                sock.close()
-                raise RedisConnectionError(f"Redis at {t.where} refused the connection setup: {reply}")
+        try:
+            check_setup(t, replies)
+        except RedisConnectionError:
+            sock.close()
+            raise
         self._sock = sock
         return sock
 
