@@ -112,6 +112,10 @@ class Config:
     2 s so that a stalled pass ends before the next."""
     connect_timeout_s: float = 5.0
     """Longest time to connect to Redis, TLS handshake and AUTH included."""
+    min_replica_acks: int = 0
+    """Durable sends: ``delay()`` returns only once this many Redis replicas acknowledged the
+    task (``WAIT``, within ``send_timeout_s``), so a task whose send returned survives a failover
+    (Sentinel); fewer is a ``SendError``. 0 (default): the master's acknowledgement is enough."""
     amqp: AMQPConfig = field(default_factory=AMQPConfig)
     """Machinery's AMQP settings (exchange, type, binding key, prefetch, queue type), used with
     an ``amqp://`` broker; accepted and unused on Redis, so Machinery configurations load."""
@@ -135,6 +139,8 @@ class Config:
                      "reclaim_interval_s", "blocked_loop_warn_s", "socket_timeout_s", "connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.min_replica_acks < 0:
+            raise ConfigError(f"min_replica_acks must be >= 0, got {self.min_replica_acks!r}")
         for name in ("max_payload_bytes", "max_crashes", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")

@@ -73,6 +73,8 @@ def connect(config: Config, clock: Clock | None = None) -> Connections:
 
 
 def _memory(config: Config, clock: Clock | None) -> Connections:
+    if config.min_replica_acks:
+        raise ConfigError("min_replica_acks needs Redis replicas; memory:// has none: leave it at 0")
     store = MemoryStore(clock=clock or SystemClock())
     broker = MemoryBroker(store, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes)
     return Connections(broker, MemoryBackend(store), MemoryOperations(store), MemoryLimiter(store.clock.now_ms),
@@ -90,7 +92,8 @@ def _redis(config: Config, clock: Clock | None) -> Connections:
     keys = Keys(config.key_prefix)
     broker = RedisBroker(target, client, hub, keys, result_ttl_s=config.result_ttl_s,
                          max_crashes=config.max_crashes, send_timeout_s=config.send_timeout_s,
-                         socket_timeout_s=config.socket_timeout_s, connect_timeout_s=config.connect_timeout_s)
+                         socket_timeout_s=config.socket_timeout_s, connect_timeout_s=config.connect_timeout_s,
+                         min_replica_acks=config.min_replica_acks)
     operations = RedisOperations(client, hub, keys, int(config.result_ttl_s * 1000))
     return Connections(broker, RedisBackend(client, hub, keys), operations, RedisLimiter(client, keys),
                        SystemClock(), (*TRANSIENT_ERRORS, RedisError), [hub.close, client.aclose])
@@ -117,7 +120,7 @@ def _amqp(config: Config, clock: Clock | None) -> Connections:
     ttl_ms = int(config.result_ttl_s * 1000)
     store = RedisBroker(target, client, hub, keys, result_ttl_s=config.result_ttl_s, max_crashes=config.max_crashes,
                         send_timeout_s=config.send_timeout_s, socket_timeout_s=config.socket_timeout_s,
-                        connect_timeout_s=config.connect_timeout_s)
+                        connect_timeout_s=config.connect_timeout_s, min_replica_acks=config.min_replica_acks)
     link = AmqpLink(amqp, config.amqp, config.default_queue, connect_timeout_s=config.connect_timeout_s)
     broker = AmqpBroker(store, link, client, hub, keys, target, result_ttl_s=config.result_ttl_s,
                         max_crashes=config.max_crashes, lease_s=config.lease_s, send_timeout_s=config.send_timeout_s)

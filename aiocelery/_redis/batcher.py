@@ -38,9 +38,11 @@ class ScriptBatcher:
     MERGE_MAX = 256
 
     def __init__(self, client: Client, script: Script, *, merge: bool = False, unit_keys: int = 1,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, replicas: int = 0) -> None:
         self._client = client
         self._timeout_s = timeout_s
+        self._replicas = replicas
+        """Replicas that must acknowledge each round trip's writes (WAIT): see ``Client.run_scripts``."""
         self._script = script
         self._merge = merge
         self._unit_keys = unit_keys
@@ -53,7 +55,8 @@ class ScriptBatcher:
         if not self._pending and not self._flushing and not self._inline:
             self._inline += 1
             try:  # a merged call of one unit is that unit's own call, and its reply a list of one
-                (reply,) = await self._client.run_scripts(self._script, [(keys, args)], timeout_s=self._timeout_s)
+                (reply,) = await self._client.run_scripts(self._script, [(keys, args)], timeout_s=self._timeout_s,
+                                                          replicas=self._replicas)
             finally:
                 self._inline -= 1
             if isinstance(reply, Exception):
@@ -91,7 +94,8 @@ class ScriptBatcher:
         """Run every call in ``batch`` now, in one round trip (merged, or pipelined); one reply per
         call, error replies as exceptions in place."""
         if not self._merge:
-            return await self._client.run_scripts(self._script, batch, timeout_s=self._timeout_s)
+            return await self._client.run_scripts(self._script, batch, timeout_s=self._timeout_s,
+                                                  replicas=self._replicas)
         chunks = [batch[i:i + self.MERGE_MAX] for i in range(0, len(batch), self.MERGE_MAX)]
         return await self._run_merged([([k for keys, _ in c for k in keys], [a for _, args in c for a in args])
                                        for c in chunks])
@@ -110,7 +114,8 @@ class ScriptBatcher:
 
     async def _run_merged(self, calls: list[Args]) -> list[Any]:
         """One round trip of merged calls; their replies split into one per unit."""
-        replies = await self._client.run_scripts(self._script, calls, timeout_s=self._timeout_s)
+        replies = await self._client.run_scripts(self._script, calls, timeout_s=self._timeout_s,
+                                                 replicas=self._replicas)
         out: list[Any] = []
         for reply, (keys, _) in zip(replies, calls, strict=True):
             out += [reply] * (len(keys) // self._unit_keys) if isinstance(reply, Exception) else reply

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiocelery._redis.connection import Connection, Target, open_connection
 from aiocelery._redis.delays import RetryDelays
-from aiocelery._redis.errors import RedisConnectionError, RedisTimeoutError, ReplyError
+from aiocelery._redis.errors import NotReplicated, RedisConnectionError, RedisTimeoutError, ReplyError
 from aiocelery._redis.scripts import Script
 from aiocelery._redis.wire import CommandPart, evalsha, pack
 
@@ -63,14 +63,31 @@ class Client:
         return reply
 
     async def run_scripts(self, script: Script, calls: Sequence[tuple[Sequence[CommandPart], Sequence[CommandPart]]], *,
-                          timeout_s: float | None = None) -> list[Any]:
+                          timeout_s: float | None = None, replicas: int = 0) -> list[Any]:
         """EVALSHA ``script`` once per (keys, args) in one round trip; replies in place. A NOSCRIPT
-        reply (Redis restarted or flushed its script cache) loads the script and runs them again."""
+        reply (Redis restarted or flushed its script cache) loads the script and runs them again.
+
+        With ``replicas``, a ``WAIT`` on the same connection follows the scripts (bounded by
+        ``timeout_s``, else 10 s), and ``NotReplicated`` is raised when fewer replicas than that
+        acknowledged the writes."""
         sha = self._shas.get(script.text) or await self._load(script, timeout_s)
-        replies = await self.execute([evalsha(sha, keys, args) for keys, args in calls], timeout_s=timeout_s)
+        replies = await self._scripts(sha, calls, timeout_s, replicas)
         if any(isinstance(r, ReplyError) and r.code == "NOSCRIPT" for r in replies):
             sha = await self._load(script, timeout_s)
-            replies = await self.execute([evalsha(sha, keys, args) for keys, args in calls], timeout_s=timeout_s)
+            replies = await self._scripts(sha, calls, timeout_s, replicas)
+        return replies
+
+    async def _scripts(self, sha: str, calls: Sequence[tuple[Sequence[CommandPart], Sequence[CommandPart]]],
+                       timeout_s: float | None, replicas: int) -> list[Any]:
+        commands = [evalsha(sha, keys, args) for keys, args in calls]
+        if not replicas:
+            return await self.execute(commands, timeout_s=timeout_s)
+        # WAIT ends before the round trip's own limit, leaving it some of the time
+        wait_ms = int(min(timeout_s or 10.0, self._socket_timeout or 10.0) * 1000 * 0.8)
+        *replies, acked = await self.execute([*commands, pack(("WAIT", replicas, wait_ms))], timeout_s=timeout_s)
+        if isinstance(acked, ReplyError) or int(acked) < replicas:
+            raise NotReplicated(f"the write is on the Redis master but {acked} of the {replicas} replica(s) asked for "
+                                f"(min_replica_acks) acknowledged it within {wait_ms} ms")
         return replies
 
     async def _load(self, script: Script, timeout_s: float | None) -> str:

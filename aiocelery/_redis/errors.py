@@ -31,3 +31,8 @@ class RedisTimeoutError(RedisError, TimeoutError):
 
 class ProtocolError(RedisConnectionError):
     """Redis sent bytes that are not RESP: the connection was dropped."""
+
+
+class NotReplicated(RedisError):
+    """A write reached fewer replicas than asked for (``WAIT``) within its time: it is on the
+    master, and a failover before it reaches a replica may lose it."""

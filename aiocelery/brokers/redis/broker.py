@@ -41,7 +41,7 @@ class RedisBroker:
 
     def __init__(self, target: Target, client: Client, hub: PubSubHub, keys: Keys, *, result_ttl_s: float,
                  max_crashes: int, send_timeout_s: float | None = None, socket_timeout_s: float = 10.0,
-                 connect_timeout_s: float = 5.0) -> None:
+                 connect_timeout_s: float = 5.0, min_replica_acks: int = 0) -> None:
         self._target = target
         self._socket_timeout_s = socket_timeout_s
         self._connect_timeout_s = connect_timeout_s
@@ -49,7 +49,8 @@ class RedisBroker:
         self._hub = hub
         self._keys = keys
         self._scripts = Scripts.load()
-        self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True, unit_keys=4, timeout_s=send_timeout_s)
+        self._enqueue = ScriptBatcher(client, self._scripts.enqueue, merge=True, unit_keys=4, timeout_s=send_timeout_s,
+                                      replicas=min_replica_acks)
         self._settle = ScriptBatcher(client, self._scripts.settle, merge=True, unit_keys=4)
         self._settle_workflow = ScriptBatcher(client, self._scripts.settle)  # more keys: one call each
         self._starter = Starter(ScriptBatcher(client, self._scripts.begin), keys, max_crashes=max_crashes,
