@@ -26,6 +26,14 @@ class RedisServer:
     persistent: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aiocelery-redis-")))
     proc: subprocess.Popen[bytes] | None = None
+    args: list[str] = field(default_factory=list)
+    """Extra options after the defaults (so they win), e.g. ``["--replicaof", "127.0.0.1", "6380"]``."""
+    config_file: Path | None = None
+    """A config file put before the options (``redis-server <file> --port ...``), e.g. a Sentinel's."""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     @property
     def url(self) -> str:
@@ -36,13 +44,14 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed; run `make install` (apt-get install redis-server)")
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        config = [str(self.config_file)] if self.config_file is not None else []
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir),
-             "--protected-mode", "no", *persistence],
+            [binary, *config, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir),
+             "--protected-mode", "no", *persistence, *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:  # exited: say so now, not in 10 s
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
@@ -65,5 +74,9 @@ class RedisServer:
             self.proc.kill()
         else:
             self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # never leave a process behind
+            self.proc.kill()
+            self.proc.wait(10)
         self.proc = None
