@@ -19,9 +19,12 @@ from typing import Any
 
 from aiocelery._redis.connection import Connection, Target, open_connection
 from aiocelery._redis.delays import RetryDelays
-from aiocelery._redis.errors import NotReplicated, RedisConnectionError, RedisTimeoutError, ReplyError
+from aiocelery._redis.errors import NotReplicated, RedisConnectionError, RedisRefused, RedisTimeoutError, ReplyError
 from aiocelery._redis.scripts import Script
 from aiocelery._redis.wire import CommandPart, evalsha, pack
+
+MIN_TRY_S = 0.05
+"""A call with a deadline gives up when less than this is left: a try needs some time."""
 
 
 class Client:
@@ -71,14 +74,18 @@ class Client:
         ``timeout_s``, else 10 s), and ``NotReplicated`` is raised when fewer replicas than that
         acknowledged the writes."""
         sha = self._shas.get(script.text) or await self._load(script, timeout_s)
-        replies = await self._scripts(sha, calls, timeout_s, replicas)
+        if replicas:
+            replies = await self._waited(sha, calls, timeout_s, replicas)
+        else:  # the hot path: no extra coroutine
+            replies = await self.execute([evalsha(sha, keys, args) for keys, args in calls], timeout_s=timeout_s)
         if any(isinstance(r, ReplyError) and r.code == "NOSCRIPT" for r in replies):
             sha = await self._load(script, timeout_s)
-            replies = await self._scripts(sha, calls, timeout_s, replicas)
+            replies = await self._waited(sha, calls, timeout_s, replicas)
         return replies
 
-    async def _scripts(self, sha: str, calls: Sequence[tuple[Sequence[CommandPart], Sequence[CommandPart]]],
-                       timeout_s: float | None, replicas: int) -> list[Any]:
+    async def _waited(self, sha: str, calls: Sequence[tuple[Sequence[CommandPart], Sequence[CommandPart]]],
+                      timeout_s: float | None, replicas: int) -> list[Any]:
+        """The scripts, then (with ``replicas``) WAIT for that many replicas, in one round trip."""
         commands = [evalsha(sha, keys, args) for keys, args in calls]
         if not replicas:
             return await self.execute(commands, timeout_s=timeout_s)
@@ -139,13 +146,19 @@ class Client:
                 raise
             if conn is not None:
                 self._release(conn)
-            # with a deadline, tries go on until it (a Sentinel failover takes seconds); else ``attempts``
             remaining = None if deadline is None else deadline - loop.time()
-            if self._closed or (attempt >= self._attempts if remaining is None else remaining <= 0):
+            if self._gives_up(error, attempt, remaining):
                 raise error
             delays = delays or RetryDelays(base=0.05, cap=1.0)
-            delay = delays.next()
-            await asyncio.sleep(delay if remaining is None else min(delay, remaining))
+            delay = delays.next()  # with a deadline, half what is left at most: time for the next try
+            await asyncio.sleep(delay if remaining is None else min(delay, remaining / 2))
+
+    def _gives_up(self, error: Exception, attempt: int, remaining: float | None) -> bool:
+        """After a failed try: closed, refused for good (TLS certificate, AUTH), or out of tries. With a
+        deadline, tries go on until it (a Sentinel failover takes seconds); else ``attempts`` of them."""
+        if self._closed or isinstance(error, RedisRefused):
+            return True
+        return attempt >= self._attempts if remaining is None else remaining <= MIN_TRY_S
 
     def _take_idle(self) -> Connection | None:
         """An idle open connection, marked busy (None: none is idle)."""

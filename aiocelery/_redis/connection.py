@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import hiredis
 
-from aiocelery._redis.errors import ProtocolError, RedisConnectionError, RedisTimeoutError, ReplyError
+from aiocelery._redis.errors import ProtocolError, RedisConnectionError, RedisRefused, RedisTimeoutError, ReplyError
 from aiocelery._redis.sentinel import check_master, resolve_master
 from aiocelery._redis.tls import TLSOptions, ssl_context
 from aiocelery._redis.wire import pack
@@ -248,7 +248,7 @@ def check_setup(target: Target, replies: list[Any]) -> None:
     a server that is not the master."""
     for reply in replies[:-1] if target.check_master else replies:
         if isinstance(reply, ReplyError):
-            raise RedisConnectionError(f"Redis at {target.where} refused the connection setup: {reply}")
+            raise RedisRefused(f"Redis at {target.where} refused the connection setup: {reply}")
     if target.check_master:
         check_master(target, replies[-1])
 
@@ -262,7 +262,8 @@ def tls_failure(where: str, exc: ssl.SSLError) -> RedisConnectionError:
         hint = ("check that the server speaks TLS on this port and, if it checks clients, that a client "
                 "certificate and key it trusts are given")
     detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-    return RedisConnectionError(f"TLS handshake with Redis at {where} failed ({detail}); {hint}")
+    kind = RedisRefused if isinstance(exc, ssl.SSLCertVerificationError) else RedisConnectionError
+    return kind(f"TLS handshake with Redis at {where} failed ({detail}); {hint}")
 
 
 def tls_dropped(where: str, exc: OSError) -> RedisConnectionError:

@@ -25,6 +25,11 @@ class RedisConnectionError(RedisError, ConnectionError):
     """The connection could not be made, or was lost with replies outstanding."""
 
 
+class RedisRefused(RedisConnectionError):
+    """The server refused the connection in a way retrying cannot mend: its TLS certificate is not
+    trusted, or AUTH or SELECT failed. Raised at once, never retried."""
+
+
 class RedisTimeoutError(RedisError, TimeoutError):
     """No reply within the socket timeout: the connection was dropped."""
 
