@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from .. import vhosts
 from ..redis_server import RedisServer
+from ..topologies import SentinelTopology
 from .harness import Chaos
 
 CHAOS_DIR = Path(__file__).resolve().parent
@@ -34,12 +36,15 @@ def ledger_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
 
 
 async def _chaos(tmp_path: Path, ledger: RedisServer, *, persistent: bool,
-                 amqp: bool = False) -> AsyncIterator[Chaos]:
+                 amqp: bool = False, sentinel: SentinelTopology | None = None) -> AsyncIterator[Chaos]:
     workdir = tmp_path / "broker"
     workdir.mkdir()
     vhost = vhosts.fresh_vhost() if amqp else None  # fails the test, never skips, without RabbitMQ
-    broker = RedisServer(persistent=persistent, workdir=workdir).start()
-    chaos = Chaos(tmp_path, broker, ledger.url, amqp_vhost=vhost)
+    if sentinel is not None:
+        broker = sentinel.servers[0]  # the first master; the topology owns (and kills) its nodes
+    else:
+        broker = RedisServer(persistent=persistent, workdir=workdir).start()
+    chaos = Chaos(tmp_path, broker, ledger.url, amqp_vhost=vhost, sentinel=sentinel)
     try:
         await chaos.open()
         yield chaos
@@ -47,7 +52,10 @@ async def _chaos(tmp_path: Path, ledger: RedisServer, *, persistent: bool,
         try:
             await chaos.close()
         finally:
-            broker.stop(kill=True)
+            if sentinel is not None:
+                sentinel.close()
+            else:
+                broker.stop(kill=True)
             shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -70,4 +78,14 @@ async def chaos_amqp(tmp_path: Path, ledger_server: RedisServer) -> AsyncIterato
     """A scenario on RabbitMQ: a fresh vhost as the broker, a fresh Redis without persistence as the
     result backend (records, results, delayed set, dead letters)."""
     async for c in _chaos(tmp_path, ledger_server, persistent=False, amqp=True):
+        yield c
+
+
+@pytest.fixture
+async def chaos_sentinel(tmp_path: Path, ledger_server: RedisServer) -> AsyncIterator[Chaos]:
+    """A scenario on a Sentinel topology (``tests/topologies.py``): a master, a replica and three
+    sentinels (1 s down-after), no persistence; ``chaos.sentinel`` kills and restarts its nodes."""
+    topology = SentinelTopology(replicas=1, sentinels=3)
+    await asyncio.to_thread(topology.start)
+    async for c in _chaos(tmp_path, ledger_server, persistent=False, sentinel=topology):
         yield c

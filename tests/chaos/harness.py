@@ -23,19 +23,21 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.sentinel import Sentinel
 
 from aiocelery import App, AsyncResult, Config
 
 from .. import rabbitmq
 from ..procs import Proc, Procs, dead_key, stream_key, task_key
 from ..redis_server import RedisServer
+from ..topologies import SentinelTopology
 
 QUEUE = "aiocelery"
 GROUP = "aiocelery"
@@ -185,10 +187,12 @@ class Stats:
 
 
 class DoneCounter:
-    """Counts terminal-state publications per task id (PSUBSCRIBE ``<prefix>:done:*``), reconnecting."""
+    """Counts terminal-state publications per task id (PSUBSCRIBE ``<prefix>:done:*``), reconnecting
+    (through ``connect``, when given, instead of to ``url``: e.g. to the master a sentinel names)."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, connect: Callable[[], aioredis.Redis] | None = None) -> None:
         self._url = url
+        self._connect_client = connect or (lambda: aioredis.Redis.from_url(self._url, socket_connect_timeout=1.0))
         self._pattern = f"{prefix}:done:*"
         self._cut = len(f"{prefix}:done:")
         self.counts: Counter[str] = Counter()
@@ -206,7 +210,7 @@ class DoneCounter:
     async def _connect(self) -> PubSub:
         if self._client is not None:
             await self._client.aclose()
-        self._client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1.0)
+        self._client = self._connect_client()
         pubsub = self._client.pubsub()
         await pubsub.psubscribe(self._pattern)
         for _ in range(10):  # wait for the confirmation, so nothing published after start() is missed
@@ -329,6 +333,9 @@ class Chaos:
     ledger_url: str
     amqp_vhost: str | None = None
     """A RabbitMQ vhost of this scenario's own: the broker is then RabbitMQ, ``broker`` its result backend."""
+    sentinel: SentinelTopology | None = None
+    """A Sentinel topology as the broker (``broker`` is its first master): workers and clients get its
+    ``redis+sentinel://`` URL, ``rds`` and the done counter follow the master the sentinels name."""
     prefix: str = field(default_factory=lambda: f"c{uuid.uuid4().hex[:10]}")
     ns: str = field(default_factory=lambda: f"ledger{uuid.uuid4().hex[:10]}")
     procs: Procs = field(init=False)
@@ -339,13 +346,14 @@ class Chaos:
     _apps: list[App] = field(default_factory=list)
     _names: Counter[str] = field(default_factory=Counter)
     _quiet: set[int] = field(default_factory=set)
+    _sentinels: Sentinel | None = None
 
     async def open(self) -> Chaos:
-        self.procs = Procs(self.tmp_path, self.broker.url, self.prefix)
+        self.procs = Procs(self.tmp_path, self.redis_url, self.prefix)
         self.procs.write_module(TASKS_MODULE, TASKS)
-        self.rds = aioredis.Redis.from_url(self.broker.url, socket_connect_timeout=2.0)
+        self.rds = self._direct()
         self.ledger = aioredis.Redis.from_url(self.ledger_url)
-        self.done = DoneCounter(self.broker.url, self.prefix)
+        self.done = DoneCounter(self.broker.url, self.prefix, connect=self._direct if self.sentinel else None)
         await self.done.start()
         return self
 
@@ -358,13 +366,32 @@ class Chaos:
             self.procs.__exit__(None, None, None)
             await self.rds.aclose()
             await self.ledger.aclose()
+            for sentinel in self._sentinels.sentinels if self._sentinels is not None else []:
+                await sentinel.aclose()
 
     async def reconnect(self) -> None:
-        """New direct client after a broker restart (the old pool's sockets are dead)."""
+        """New direct client after a broker restart or a failover (the old pool's sockets are dead)."""
         await self.rds.aclose()
-        self.rds = aioredis.Redis.from_url(self.broker.url, socket_connect_timeout=2.0)
+        self.rds = self._direct()
+
+    def _direct(self) -> aioredis.Redis:
+        """A redis-py client of the scenario's Redis; with ``sentinel``, of the master the sentinels
+        name when it connects."""
+        if self.sentinel is None:
+            return aioredis.Redis.from_url(self.broker.url, socket_connect_timeout=2.0)
+        if self._sentinels is None:
+            self._sentinels = Sentinel(self.sentinel.sentinel_addresses, socket_timeout=2.0,
+                                       socket_connect_timeout=2.0)
+        master: aioredis.Redis = self._sentinels.master_for(self.sentinel.master_name, socket_timeout=5.0,
+                                                            socket_connect_timeout=2.0)
+        return master
 
     # -- where the broker is ------------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        """The scenario's Redis as workers and clients name it (``redis+sentinel://`` with ``sentinel``)."""
+        return self.broker.url if self.sentinel is None else self.sentinel.url()
 
     @property
     def is_amqp(self) -> bool:
@@ -373,12 +400,12 @@ class Chaos:
     @property
     def broker_url(self) -> str:
         """What workers and clients get as ``broker``: the Redis, or ``amqp://`` on the scenario's vhost."""
-        return self.broker.url if self.amqp_vhost is None else rabbitmq.amqp_url(self.amqp_vhost)
+        return self.redis_url if self.amqp_vhost is None else rabbitmq.amqp_url(self.amqp_vhost)
 
     def broker_env(self, broker_url: str | None = None) -> dict[str, str]:
         """``AIOCELERY_*`` variables naming the broker (and with RabbitMQ the Redis result backend);
         ``broker_url`` stands for the scenario's Redis (e.g. a proxy in front of it)."""
-        redis_url = broker_url or self.broker.url
+        redis_url = broker_url or self.redis_url
         if self.amqp_vhost is None:
             return {"AIOCELERY_BROKER": redis_url}
         return {"AIOCELERY_BROKER": self.broker_url, "AIOCELERY_RESULT_BACKEND": redis_url}
@@ -456,9 +483,9 @@ class Chaos:
         """A client App on the broker (or on ``broker_url``, e.g. a proxy, standing for the scenario's
         Redis: with RabbitMQ the result backend); closed at teardown."""
         if self.is_amqp:
-            config = {"broker": self.broker_url, "result_backend": broker_url or self.broker.url, **config}
+            config = {"broker": self.broker_url, "result_backend": broker_url or self.redis_url, **config}
         else:
-            config = {"broker": broker_url or self.broker.url, **config}
+            config = {"broker": broker_url or self.redis_url, **config}
         app = App(Config(key_prefix=self.prefix, **config))
         self._apps.append(app)
         return app
@@ -619,9 +646,14 @@ class Chaos:
     # -- the contract ------------------------------------------------------------------------
 
     async def verify(self, ids: Sequence[str], *, state: str = "SUCCESS", values: dict[str, Any] | None = None,
-                     min_runs: int = 1, max_runs: int = 1, drained: bool = True) -> Stats:
+                     min_runs: int = 1, max_runs: int = 1, drained: bool = True, fencing: bool = True,
+                     max_publishes: int = 1) -> Stats:
         """Check every id: terminal ``state``, its value, ``min_runs..max_runs`` executions with distinct
-        attempts, at most one terminal publication (exactly one when the counter saw everything)."""
+        attempts, at most one terminal publication (exactly one when the counter saw everything).
+
+        A failover loses what the old master had not replicated, task records included: a task that
+        ran there can run again with the same attempt (``fencing=False``) and publish its terminal
+        state again (``max_publishes``)."""
         if drained:
             await self.assert_drained()
         await self.done.caught_up(self.rds)  # every terminal publication made so far is counted
@@ -647,13 +679,13 @@ class Chaos:
             if not min_runs <= len(r) <= max_runs:
                 problems.append(f"{task_id}: ran {len(r)} time(s), allowed {min_runs}..{max_runs}: {r}")
             attempts = [x.attempt for x in r]
-            if len(set(attempts)) != len(attempts):
+            if fencing and len(set(attempts)) != len(attempts):
                 problems.append(f"{task_id}: two executions of the same attempt (fencing broken): {r}")
-            if r and attempt is not None and int(attempt) < max(attempts):
+            if fencing and r and attempt is not None and int(attempt) < max(attempts):
                 problems.append(f"{task_id}: record attempt {int(attempt)} < ran attempt {max(attempts)}")
             published = self.done.counts[task_id]
             stats.publishes += published
-            if published > 1 or (published == 0 and self.done.gaps == 0):
+            if published > max_publishes or (published == 0 and self.done.gaps == 0):
                 problems.append(f"{task_id}: terminal state published {published} times")
         assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems[:30])
         return stats
