@@ -36,6 +36,26 @@ def _auth(target: Target) -> list[bytes]:
     return [pack(("AUTH", user, target.sentinel_password) if user else ("AUTH", target.sentinel_password))]
 
 
+class _Question:
+    """The request to a sentinel (AUTH if it needs one, then where the master is) and its replies."""
+
+    def __init__(self, target: Target) -> None:
+        commands = [*_auth(target), _ask(target.service or "")]
+        self.request = b"".join(commands)
+        self._count = len(commands)
+        self._parser = hiredis.Reader(replyError=ReplyError)
+        self._replies: list[Any] = []
+
+    def answer(self, data: bytes) -> list[Any] | None:
+        """Feed what the sentinel sent; every reply once all came (None: read more)."""
+        if not data:
+            raise RedisConnectionError("connection closed")
+        self._parser.feed(data)
+        while len(self._replies) < self._count and (reply := self._parser.gets()) is not False:
+            self._replies.append(reply)
+        return self._replies if len(self._replies) == self._count else None
+
+
 def _master(target: Target, where: str, replies: list[Any]) -> Target:
     """The Target of the master a sentinel named (its reply is the last one)."""
     for reply in replies[:-1]:
@@ -65,19 +85,10 @@ async def resolve_master(target: Target) -> Target:
         try:
             context = ssl_context(target.tls) if target.tls else None
             reader, writer = await asyncio.open_connection(host, port, ssl=context)
-            commands = [*_auth(target), _ask(target.service or "")]
-            writer.write(b"".join(commands))
-            parser = hiredis.Reader(replyError=ReplyError)
-            replies: list[Any] = []
-            while len(replies) < len(commands):
-                reply = parser.gets()
-                if reply is False:
-                    data = await reader.read(65536)
-                    if not data:
-                        raise RedisConnectionError("connection closed")
-                    parser.feed(data)
-                else:
-                    replies.append(reply)
+            question = _Question(target)
+            writer.write(question.request)
+            while (replies := question.answer(await reader.read(65536))) is None:
+                pass
             return _master(target, where, replies)
         except (OSError, RedisConnectionError) as exc:
             errors.append(f"{where}: {exc}")
@@ -95,19 +106,10 @@ def resolve_master_sync(target: Target, timeout: float) -> Target:
         try:
             with socket.create_connection((host, port), timeout=timeout) as raw:
                 sock = ssl_context(target.tls).wrap_socket(raw, server_hostname=host) if target.tls else raw
-                commands = [*_auth(target), _ask(target.service or "")]
-                sock.sendall(b"".join(commands))
-                parser = hiredis.Reader(replyError=ReplyError)
-                replies: list[Any] = []
-                while len(replies) < len(commands):
-                    reply = parser.gets()
-                    if reply is False:
-                        data = sock.recv(65536)
-                        if not data:
-                            raise RedisConnectionError("connection closed")
-                        parser.feed(data)
-                    else:
-                        replies.append(reply)
+                question = _Question(target)
+                sock.sendall(question.request)
+                while (replies := question.answer(sock.recv(65536))) is None:
+                    pass
                 return _master(target, where, replies)
         except (OSError, RedisConnectionError) as exc:
             errors.append(f"{where}: {exc}")
